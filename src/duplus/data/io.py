@@ -1,0 +1,247 @@
+"""Image I/O that never loses the affine.
+
+Every image in DuPLUS is a :class:`Volume`: a channel-first float array ``(C, I, J, K)`` in the
+file's voxel order plus the 4x4 voxel-to-world (RAS+ mm) affine. NIfTI files and DICOM series read
+into the same form; outputs are written as NIfTI with the affine they came with.
+"""
+
+from __future__ import annotations
+
+import gzip
+import logging
+import zlib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+
+from duplus.errors import InputError
+from duplus.fileio import atomic_path
+
+logger = logging.getLogger(__name__)
+
+NIFTI_SUFFIXES = (".nii", ".nii.gz")
+
+
+@dataclass
+class Volume:
+    """A 3D image with channels.
+
+    Attributes:
+        array: ``(C, I, J, K)`` voxel data (channels first, spatial axes in file order).
+        affine: ``(4, 4)`` voxel-to-world matrix (RAS+, millimetres).
+        path: where it was read from, for error messages.
+    """
+
+    array: np.ndarray
+    affine: np.ndarray
+    path: Path | None = None
+    meta: dict = field(default_factory=dict)
+
+    @property
+    def spatial_shape(self) -> tuple[int, int, int]:
+        return tuple(int(s) for s in self.array.shape[1:4])  # type: ignore[return-value]
+
+    @property
+    def spacing(self) -> np.ndarray:
+        """Voxel size in mm along each array axis, ``(3,)``."""
+        return np.sqrt((self.affine[:3, :3] ** 2).sum(axis=0))
+
+    @property
+    def num_channels(self) -> int:
+        return int(self.array.shape[0])
+
+
+def is_nifti(path: str | Path) -> bool:
+    return str(path).lower().endswith(NIFTI_SUFFIXES)
+
+
+def _check_affine(path: Path, affine: np.ndarray) -> None:
+    if affine.shape != (4, 4) or not np.all(np.isfinite(affine)):
+        raise InputError(path, "affine is not a finite 4x4 matrix")
+    spacing = np.sqrt((affine[:3, :3] ** 2).sum(axis=0))
+    if np.any(spacing <= 1e-6):
+        raise InputError(path, f"zero or negative voxel spacing {tuple(np.round(spacing, 4))}")
+    if abs(np.linalg.det(affine[:3, :3])) < 1e-9:
+        raise InputError(path, "affine is singular (degenerate voxel axes)")
+
+
+def _check_pixdim(path: Path, img: nib.Nifti1Image) -> None:
+    zooms = img.header.get_zooms()[:3]
+    if any((not np.isfinite(z)) or z <= 0 for z in zooms):
+        raise InputError(path, f"zero or negative voxel spacing in header pixdim {tuple(float(z) for z in zooms)}")
+
+
+def load_nifti(path: str | Path, *, is_label: bool = False, allow_channels: bool = False) -> Volume:
+    """Read a NIfTI file into a :class:`Volume`, validating it.
+
+    Args:
+        path: ``.nii`` or ``.nii.gz`` file.
+        is_label: read as integer labels (values must be whole numbers, no NaN).
+        allow_channels: accept a 4D file as channels (``I, J, K, C``); otherwise 4D is an error.
+
+    Raises:
+        InputError: missing, corrupt or truncated file, not 3D, NaN/Inf voxels, bad spacing.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise InputError(path, "file not found")
+    if path.is_dir():
+        raise InputError(path, "is a folder, expected a NIfTI file")
+    try:
+        img = nib.load(str(path))
+        if not isinstance(img, nib.Nifti1Image | nib.Nifti2Image):
+            raise InputError(path, f"not a NIfTI image ({type(img).__name__})")
+        data = np.asanyarray(img.dataobj)
+    except InputError:
+        raise
+    except (OSError, EOFError, zlib.error, gzip.BadGzipFile, ValueError, nib.filebasedimages.ImageFileError) as exc:
+        msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise InputError(path, f"cannot read NIfTI (corrupt or truncated file: {msg})") from exc
+    data = np.squeeze(data, axis=tuple(range(3, data.ndim))) if data.ndim > 3 and all(
+        s == 1 for s in data.shape[3:]
+    ) else data
+    if data.ndim < 3:
+        raise InputError(path, f"image is {data.ndim}D with shape {tuple(data.shape)}, expected 3D")
+    if data.ndim == 4 and allow_channels:
+        array = np.moveaxis(data, -1, 0)
+    elif data.ndim == 3:
+        array = data[None]
+    else:
+        raise InputError(path, f"image is {data.ndim}D with shape {tuple(data.shape)}, expected 3D")
+    if min(array.shape[1:]) < 2:
+        raise InputError(path, f"image has a degenerate axis, shape {tuple(array.shape[1:])}; expected a 3D volume")
+    _check_pixdim(path, img)
+    affine = np.asarray(img.affine, dtype=np.float64)
+    _check_affine(path, affine)
+    if is_label:
+        if not np.issubdtype(array.dtype, np.integer):
+            arr_f = np.asarray(array, dtype=np.float64)
+            if not np.all(np.isfinite(arr_f)):
+                raise InputError(path, "label contains NaN or Inf voxels")
+            if not np.all(arr_f == np.round(arr_f)):
+                raise InputError(path, "label contains non-integer values")
+        array = np.asarray(array).astype(np.int16)
+        if array.min() < 0:
+            raise InputError(path, f"label contains negative values (min {int(array.min())})")
+    else:
+        array = np.asarray(array, dtype=np.float32)
+        bad = ~np.isfinite(array)
+        if bad.any():
+            raise InputError(path, f"image contains {int(bad.sum())} NaN or Inf voxels")
+    return Volume(array=array, affine=affine, path=path)
+
+
+def load_dicom_series(folder: str | Path) -> Volume:
+    """Read a DICOM series folder into a :class:`Volume` (RAS+ affine, like NIfTI).
+
+    Slices are sorted along the slice normal. A folder mixing several series (different
+    ``SeriesInstanceUID``) is refused: pass one series per folder.
+    """
+    import pydicom
+
+    folder = Path(folder)
+    files = sorted(p for p in folder.rglob("*") if p.is_file() and not p.name.startswith("."))
+    datasets = []
+    for f in files:
+        try:
+            ds = pydicom.dcmread(str(f), stop_before_pixels=False)
+        except Exception:  # noqa: BLE001 - non-DICOM files in the folder are skipped
+            continue
+        if "PixelData" in ds:
+            datasets.append(ds)
+    if not datasets:
+        raise InputError(folder, "no DICOM images found in folder")
+    series = {str(getattr(ds, "SeriesInstanceUID", "")) for ds in datasets}
+    if len(series) > 1:
+        raise InputError(folder, f"folder mixes {len(series)} DICOM series; put one series per folder")
+    if len(datasets) < 2:
+        raise InputError(folder, "DICOM series has a single slice; expected a 3D volume")
+    try:
+        orient = np.asarray(datasets[0].ImageOrientationPatient, dtype=np.float64)
+        row, col = orient[:3], orient[3:]
+        normal = np.cross(row, col)
+        datasets.sort(key=lambda d: float(np.dot(normal, np.asarray(d.ImagePositionPatient, dtype=float))))
+        positions = np.array([np.asarray(d.ImagePositionPatient, dtype=np.float64) for d in datasets])
+        ps = [float(v) for v in datasets[0].PixelSpacing]  # (row spacing, column spacing)
+        slices = []
+        for d in datasets:
+            arr = d.pixel_array.astype(np.float32)
+            slope = float(getattr(d, "RescaleSlope", 1.0) or 1.0)
+            inter = float(getattr(d, "RescaleIntercept", 0.0) or 0.0)
+            slices.append(arr * slope + inter)
+    except (AttributeError, ValueError, TypeError) as exc:
+        raise InputError(folder, f"DICOM series lacks geometry tags or pixel data ({exc})") from exc
+    if len({s.shape for s in slices}) != 1:
+        raise InputError(folder, "DICOM slices differ in size")
+    # pixel_array is (rows, cols). The column index advances along the row direction cosine with
+    # spacing PixelSpacing[1]; the row index along the column cosine with PixelSpacing[0]
+    # (DICOM PS3.3 C.7.6.2.1.1). Transposing puts the column index first, as NIfTI's i axis.
+    vol = np.stack(slices, axis=-1)  # (rows, cols, slices)
+    vol = np.transpose(vol, (1, 0, 2))  # (cols -> i along row cosine, rows -> j along col cosine, k)
+    step = positions[1] - positions[0] if len(positions) > 1 else normal
+    affine_lps = np.eye(4)
+    affine_lps[:3, 0] = row * ps[1]
+    affine_lps[:3, 1] = col * ps[0]
+    affine_lps[:3, 2] = step
+    affine_lps[:3, 3] = positions[0]
+    lps_to_ras = np.diag([-1.0, -1.0, 1.0, 1.0])
+    affine = lps_to_ras @ affine_lps
+    _check_affine(folder, affine)
+    if not np.all(np.isfinite(vol)):
+        raise InputError(folder, "DICOM series contains NaN or Inf voxels")
+    return Volume(array=vol[None].astype(np.float32), affine=affine, path=folder)
+
+
+def load_image(path: str | Path, *, is_label: bool = False) -> Volume:
+    """Read a NIfTI file or a DICOM series folder."""
+    path = Path(path)
+    if path.is_dir():
+        if is_label:
+            raise InputError(path, "labels must be NIfTI files, got a folder")
+        return load_dicom_series(path)
+    if not is_nifti(path):
+        raise InputError(path, "unsupported file type; expected .nii, .nii.gz or a DICOM series folder")
+    return load_nifti(path, is_label=is_label)
+
+
+def load_channels(paths: list[Path]) -> Volume:
+    """Read several single-channel images of one case (e.g. nnU-Net ``_0000``, ``_0001``) as channels."""
+    vols = [load_image(p) for p in paths]
+    first = vols[0]
+    for v in vols[1:]:
+        check_same_grid(first, v)
+    return Volume(
+        array=np.concatenate([v.array for v in vols], axis=0), affine=first.affine, path=first.path
+    )
+
+
+def check_same_grid(reference: Volume, other: Volume, atol: float = 1e-3) -> None:
+    """Raise :class:`InputError` naming ``other``'s file when the two volumes differ in grid."""
+    if reference.spatial_shape != other.spatial_shape:
+        raise InputError(
+            other.path,
+            f"shape {other.spatial_shape} does not match {reference.spatial_shape} of {reference.path}",
+        )
+    if not np.allclose(reference.affine, other.affine, atol=atol):
+        raise InputError(other.path, f"affine does not match that of {reference.path}")
+
+
+def save_nifti(array: np.ndarray, affine: np.ndarray, path: str | Path, *, dtype: np.dtype | type | None = None) -> Path:
+    """Write a 3D (``I, J, K``) or channel-first 4D array as NIfTI, atomically, keeping ``affine``.
+
+    The qform and sform both carry the affine, so every reader sees the same geometry.
+    """
+    path = Path(path)
+    data = np.asarray(array)
+    if data.ndim == 4:
+        data = np.moveaxis(data, 0, -1)
+    if dtype is not None:
+        data = data.astype(dtype)
+    img = nib.Nifti1Image(data, np.asarray(affine, dtype=np.float64))
+    img.set_qform(np.asarray(affine, dtype=np.float64), code=1)
+    img.set_sform(np.asarray(affine, dtype=np.float64), code=1)
+    with atomic_path(path) as tmp:
+        nib.save(img, str(tmp))
+    return path
