@@ -67,10 +67,25 @@ def _check_affine(path: Path, affine: np.ndarray) -> None:
         raise InputError(path, "affine is singular (degenerate voxel axes)")
 
 
-def _check_pixdim(path: Path, img: nib.Nifti1Image) -> None:
-    zooms = img.header.get_zooms()[:3]
+def _raw_pixdim(path: Path, img: nib.Nifti1Image | nib.Nifti2Image) -> np.ndarray:
+    """``pixdim[1:4]`` as stored in the file. ``nib.load`` silently "fixes" zero voxel sizes to 1
+    and negative ones to their absolute value, so the header is read again without that fix."""
+    from nibabel.openers import ImageOpener
+
+    try:
+        with ImageOpener(str(path)) as fh:
+            raw = type(img.header).from_fileobj(fh, check=False)
+        return np.asarray(raw["pixdim"][1:4], dtype=np.float64)
+    except (OSError, EOFError, zlib.error, ValueError, nib.spatialimages.HeaderDataError) as exc:
+        raise InputError(path, f"cannot read the NIfTI header ({type(exc).__name__})") from exc
+
+
+def _check_pixdim(path: Path, img: nib.Nifti1Image | nib.Nifti2Image) -> None:
+    zooms = _raw_pixdim(path, img)
     if any((not np.isfinite(z)) or z <= 0 for z in zooms):
-        raise InputError(path, f"zero or negative voxel spacing in header pixdim {tuple(float(z) for z in zooms)}")
+        raise InputError(
+            path, f"zero or negative voxel spacing in header pixdim {tuple(float(z) for z in zooms)}"
+        )
 
 
 def load_nifti(path: str | Path, *, is_label: bool = False, allow_channels: bool = False) -> Volume:
@@ -96,12 +111,27 @@ def load_nifti(path: str | Path, *, is_label: bool = False, allow_channels: bool
         data = np.asanyarray(img.dataobj)
     except InputError:
         raise
-    except (OSError, EOFError, zlib.error, gzip.BadGzipFile, ValueError, nib.filebasedimages.ImageFileError) as exc:
+    except (
+        OSError,
+        EOFError,
+        zlib.error,
+        gzip.BadGzipFile,
+        ValueError,
+        TypeError,
+        OverflowError,
+        MemoryError,
+        nib.filebasedimages.ImageFileError,
+        nib.spatialimages.HeaderDataError,
+    ) as exc:
         msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise InputError(path, f"cannot read NIfTI (corrupt or truncated file: {msg})") from exc
-    data = np.squeeze(data, axis=tuple(range(3, data.ndim))) if data.ndim > 3 and all(
-        s == 1 for s in data.shape[3:]
-    ) else data
+        raise InputError(path, f"cannot read NIfTI (corrupt or truncated file: {msg[:200]})") from exc
+    if data.dtype.kind not in "biuf":
+        raise InputError(path, f"unsupported voxel type {data.dtype} (expected real numbers)")
+    data = (
+        np.squeeze(data, axis=tuple(range(3, data.ndim)))
+        if data.ndim > 3 and all(s == 1 for s in data.shape[3:])
+        else data
+    )
     if data.ndim < 3:
         raise InputError(path, f"image is {data.ndim}D with shape {tuple(data.shape)}, expected 3D")
     if data.ndim == 4 and allow_channels:
@@ -111,7 +141,9 @@ def load_nifti(path: str | Path, *, is_label: bool = False, allow_channels: bool
     else:
         raise InputError(path, f"image is {data.ndim}D with shape {tuple(data.shape)}, expected 3D")
     if min(array.shape[1:]) < 2:
-        raise InputError(path, f"image has a degenerate axis, shape {tuple(array.shape[1:])}; expected a 3D volume")
+        raise InputError(
+            path, f"image has a degenerate axis, shape {tuple(array.shape[1:])}; expected a 3D volume"
+        )
     _check_pixdim(path, img)
     affine = np.asarray(img.affine, dtype=np.float64)
     _check_affine(path, affine)
@@ -122,9 +154,12 @@ def load_nifti(path: str | Path, *, is_label: bool = False, allow_channels: bool
                 raise InputError(path, "label contains NaN or Inf voxels")
             if not np.all(arr_f == np.round(arr_f)):
                 raise InputError(path, "label contains non-integer values")
+        lo, hi = float(np.min(array)), float(np.max(array))
+        if lo < 0:
+            raise InputError(path, f"label contains negative values (min {int(lo)})")
+        if hi > np.iinfo(np.int16).max:
+            raise InputError(path, f"label value {int(hi)} is too large (max {np.iinfo(np.int16).max})")
         array = np.asarray(array).astype(np.int16)
-        if array.min() < 0:
-            raise InputError(path, f"label contains negative values (min {int(array.min())})")
     else:
         array = np.asarray(array, dtype=np.float32)
         bad = ~np.isfinite(array)
@@ -164,6 +199,17 @@ def load_dicom_series(folder: str | Path) -> Volume:
         normal = np.cross(row, col)
         datasets.sort(key=lambda d: float(np.dot(normal, np.asarray(d.ImagePositionPatient, dtype=float))))
         positions = np.array([np.asarray(d.ImagePositionPatient, dtype=np.float64) for d in datasets])
+        gaps = np.diff(positions @ normal)
+        if np.any(np.abs(gaps) < 1e-4):
+            raise InputError(
+                folder, "DICOM series has several slices at the same position (duplicate slices?)"
+            )
+        if np.ptp(gaps) > 0.01 * float(np.abs(gaps).mean()):
+            logger.warning(
+                "%s: uneven DICOM slice spacing %s mm; using the first gap",
+                folder,
+                sorted(set(np.round(gaps, 3))),
+            )
         ps = [float(v) for v in datasets[0].PixelSpacing]  # (row spacing, column spacing)
         slices = []
         for d in datasets:
@@ -206,15 +252,30 @@ def load_image(path: str | Path, *, is_label: bool = False) -> Volume:
     return load_nifti(path, is_label=is_label)
 
 
-def load_channels(paths: list[Path]) -> Volume:
-    """Read several single-channel images of one case (e.g. nnU-Net ``_0000``, ``_0001``) as channels."""
+def load_channels(paths: list[Path], channel_order: list[int] | None = None) -> Volume:
+    """Read the image(s) of one case as channels.
+
+    Args:
+        paths: several single-channel images (e.g. nnU-Net ``_0000``, ``_0001``), or one file
+            (a 4D NIfTI file is read as channels, like MSD's multi-sequence images).
+        channel_order: for one 4D file, the file's channels to take, in order.
+    """
+    if not paths:
+        raise InputError(None, "no image files given")
+    if len(paths) == 1 and is_nifti(paths[0]):
+        vol = load_nifti(paths[0], allow_channels=True)
+        if channel_order is not None:
+            if sorted(channel_order) != list(range(vol.num_channels)):
+                raise InputError(
+                    paths[0], f"has {vol.num_channels} channels; cannot reorder as {channel_order}"
+                )
+            vol.array = vol.array[channel_order]
+        return vol
     vols = [load_image(p) for p in paths]
     first = vols[0]
     for v in vols[1:]:
         check_same_grid(first, v)
-    return Volume(
-        array=np.concatenate([v.array for v in vols], axis=0), affine=first.affine, path=first.path
-    )
+    return Volume(array=np.concatenate([v.array for v in vols], axis=0), affine=first.affine, path=first.path)
 
 
 def check_same_grid(reference: Volume, other: Volume, atol: float = 1e-3) -> None:
@@ -228,7 +289,9 @@ def check_same_grid(reference: Volume, other: Volume, atol: float = 1e-3) -> Non
         raise InputError(other.path, f"affine does not match that of {reference.path}")
 
 
-def save_nifti(array: np.ndarray, affine: np.ndarray, path: str | Path, *, dtype: np.dtype | type | None = None) -> Path:
+def save_nifti(
+    array: np.ndarray, affine: np.ndarray, path: str | Path, *, dtype: np.dtype | type | None = None
+) -> Path:
     """Write a 3D (``I, J, K``) or channel-first 4D array as NIfTI, atomically, keeping ``affine``.
 
     The qform and sform both carry the affine, so every reader sees the same geometry.
@@ -239,6 +302,13 @@ def save_nifti(array: np.ndarray, affine: np.ndarray, path: str | Path, *, dtype
         data = np.moveaxis(data, 0, -1)
     if dtype is not None:
         data = data.astype(dtype)
+    elif data.dtype == np.bool_:
+        data = data.astype(np.uint8)
+    elif data.dtype == np.int64 or data.dtype == np.uint64:
+        # nibabel refuses 64-bit integers without an explicit dtype; labels fit in 32 bits
+        if data.size and (data.min() < np.iinfo(np.int32).min or data.max() > np.iinfo(np.int32).max):
+            raise ValueError(f"{path}: integer values do not fit in int32")
+        data = data.astype(np.int32)
     img = nib.Nifti1Image(data, np.asarray(affine, dtype=np.float64))
     img.set_qform(np.asarray(affine, dtype=np.float64), code=1)
     img.set_sform(np.asarray(affine, dtype=np.float64), code=1)
