@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import os
 
-import numpy as np
-import pytest
-import torch
+# Idle OpenMP threads spin by default; on a shared 2-core machine that makes everything several
+# times slower. Set before torch is imported.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+import torch  # noqa: E402
 
 torch.set_num_threads(int(os.environ.get("DUPLUS_TEST_THREADS", "2")))
 

@@ -1,0 +1,1 @@
+"""Loss functions: partial-label segmentation losses and the Cox partial likelihood."""

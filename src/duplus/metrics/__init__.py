@@ -1,0 +1,1 @@
+"""Metrics: segmentation overlap/surface metrics and survival metrics (C-index, log-rank)."""

@@ -1,0 +1,1 @@
+"""Reporting: figures (overlays, Kaplan-Meier curves) and Markdown tables for run folders."""
