@@ -1,0 +1,236 @@
+"""Library entry points behind ``duplus prognosis cv|train|predict``.
+
+Image features come from a trained segmentation checkpoint: each patient's PET (or PET/CT) is
+preprocessed like the segmentation data, passed once through the frozen backbone with the T1
+prompt of the modality and "head and neck", and pooled (whole volume and inside the GTV mask when
+there is one). The features are cached in the run folder; the prognosis model itself lives in
+:mod:`duplus.prognosis.cv` and :mod:`duplus.prognosis.model`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from duplus.errors import ConfigError, InputError
+
+logger = logging.getLogger(__name__)
+
+REGION = "head and neck"
+
+
+def _feature_modality(ckpt: dict[str, Any], requested: str | None) -> str:
+    """PET/CT when the checkpoint was trained on PET/CT data, else PET (the PET channel alone)."""
+    if requested:
+        return requested
+    modalities = {d["modality"] for d in ckpt.get("datasets", [])}
+    return "PETCT" if "PETCT" in modalities else "PET"
+
+
+def _case_files(images: list[Path], modality: str) -> list[Path]:
+    """PET/CT cases list PET then CT; for PET-only features keep the PET file."""
+    return images[:1] if modality == "PET" else images
+
+
+class _CaseLoader:
+    """Preprocesses one patient on demand (image first, then its mask), keeping nothing after."""
+
+    def __init__(self, files: list[Path], mask_path: Path | None, modality: str, cfg: Any) -> None:
+        self.files, self.mask_path, self.modality, self.cfg = files, mask_path, modality, cfg
+        self._label: np.ndarray | None = None
+        self.tumour_ml = float("nan")
+
+    def image(self) -> np.ndarray:
+        from duplus.data.io import load_channels, load_nifti
+        from duplus.data.preprocess import preprocess_case
+        from duplus.prognosis.features import tumour_volume_ml
+
+        lab = load_nifti(self.mask_path, is_label=True) if self.mask_path is not None else None
+        pre = preprocess_case(load_channels(self.files), lab, self.modality, self.cfg)
+        if pre.label is not None:
+            self._label = (pre.label > 0).astype(np.uint8)
+            self.tumour_ml = tumour_volume_ml(pre.label, self.cfg.spacing)
+        image = np.zeros((2, *pre.image.shape[1:]), dtype=np.float32)  # the network takes 2 channels
+        image[: pre.image.shape[0]] = pre.image
+        return image
+
+    def mask(self) -> np.ndarray:
+        label, self._label = self._label, None
+        if label is None:
+            raise RuntimeError("mask() before image()")
+        return label
+
+
+def compute_cohort_features(
+    cases: list[tuple[str, list[Path], Path | None]],
+    checkpoint: str | Path,
+    cache_path: str | Path,
+    *,
+    modality: str | None = None,
+    device: str = "cpu",
+) -> Path:
+    """Write image features of every ``(id, [PET, CT], mask or None)`` case to ``cache_path`` (.npz).
+
+    Returns:
+        ``cache_path``; a second call with the same model and inputs reuses it.
+    """
+    import torch
+
+    from duplus.inference.predictor import Predictor
+    from duplus.prognosis.features import extract_image_features, save_feature_cache
+    from duplus.text.prompts import t1_prompt
+    from duplus.training.checkpoint import load_checkpoint
+
+    ckpt = load_checkpoint(checkpoint)
+    modality = _feature_modality(ckpt, modality)
+    predictor = Predictor.from_checkpoint(checkpoint, device=device)
+    t1 = predictor.prompt_cache.get([t1_prompt(modality, REGION)])[0]
+    has_mask = all(m is not None for _, _, m in cases)
+    loaders = [
+        _CaseLoader(_case_files(images, modality), mask_path, modality, predictor.preprocess)
+        for _, images, mask_path in cases
+    ]
+    ids = [c[0] for c in cases]
+    feats = extract_image_features(
+        predictor.model,
+        [loader.image for loader in loaders],
+        t1_embedding=t1,
+        modality=modality,
+        tumour_masks=[loader.mask for loader in loaders] if has_mask else None,
+        ids=ids,
+        device=torch.device(device),
+    )
+    from duplus.prognosis.features import image_feature_names
+
+    names = image_feature_names(feats.shape[1] // (3 if has_mask else 2), has_mask)
+    save_feature_cache(
+        cache_path,
+        features=feats,
+        ids=ids,
+        names=names,
+        tumour_volume=np.asarray([loader.tumour_ml for loader in loaders]) if has_mask else None,
+        fingerprint=f"{Path(checkpoint).resolve()}:{Path(checkpoint).stat().st_mtime_ns}:{modality}",
+    )
+    return Path(cache_path)
+
+
+def hecktor_cases(folder: str | Path, split: str = "training") -> list[tuple[str, list[Path], Path | None]]:
+    from duplus.data.hecktor import read_hecktor_spec
+
+    spec = read_hecktor_spec(folder)
+    records = spec.training if split == "training" else spec.test
+    return [(r.case_id, list(r.images), r.label) for r in records]
+
+
+def folder_cases(images: str | Path, ids: list[str]) -> list[tuple[str, list[Path], Path | None]]:
+    """Images matched by patient id in a folder: ``<id>__PT.nii.gz`` (+ ``__CT``) or ``<id>.nii.gz``."""
+    root = Path(images)
+    out = []
+    for pid in ids:
+        pet = sorted(root.glob(f"{pid}__PT.nii*"))
+        ct = sorted(root.glob(f"{pid}__CT.nii*"))
+        plain = sorted(root.glob(f"{pid}.nii*"))
+        files = pet + ct if pet else plain
+        if not files:
+            raise InputError(root, f"no image for patient {pid} (expected {pid}__PT.nii.gz or {pid}.nii.gz)")
+        out.append((pid, files, None))
+    return out
+
+
+def _features_for(args: argparse.Namespace, out: Path, ids: list[str] | None, split: str) -> Path | None:
+    if args.mode == "ehr" and getattr(args, "modes", None) in (None, ["ehr"]):
+        return None
+    if not args.checkpoint:
+        if args.mode == "ehr":
+            return None
+        raise ConfigError(f"prognosis mode '{args.mode}' needs image features: pass -c CHECKPOINT")
+    if args.hecktor:
+        cases = hecktor_cases(args.hecktor, split)
+    elif args.images:
+        if ids is None:
+            raise ConfigError("--images needs the clinical CSV's patient ids")
+        cases = folder_cases(args.images, ids)
+    else:
+        raise ConfigError("image features need --hecktor or --images")
+    out.mkdir(parents=True, exist_ok=True)
+    return compute_cohort_features(cases, args.checkpoint, out / "image_features.npz")
+
+
+def run_cohort_cv(
+    hecktor: str | Path,
+    checkpoint: str | Path,
+    out: str | Path,
+    *,
+    km_figure: Path | None = None,
+    overrides: dict[str, Any] | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Cross-validate image / EHR / both on a HECKTOR-layout cohort (the demo's experiment)."""
+    import shutil
+
+    from duplus.prognosis.cv import run_prognosis_cv
+
+    out = Path(out)
+    feats = compute_cohort_features(hecktor_cases(hecktor), checkpoint, out / "image_features.npz")
+    summary = run_prognosis_cv(hecktor, out, config=dict(overrides or {}), features=feats)
+    result: dict[str, Any] = {
+        "summary": summary.to_dict(orient="records"),
+        "markdown": (out / "cv_summary.md").read_text().split("\n", 2)[-1],
+    }
+    if km_figure is not None and (out / "km_both.png").exists():
+        km_figure.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(out / "km_both.png", km_figure)
+        result["km_figure"] = str(km_figure)
+    return result
+
+
+def run_prognosis_command(args: argparse.Namespace) -> None:
+    """Dispatch ``duplus prognosis cv|train|predict``."""
+    from duplus.prognosis import cv
+
+    data = args.hecktor or args.clinical
+    if not data:
+        raise ConfigError("pass --hecktor FOLDER or --clinical CSV")
+    cols = {"id_col": args.id_col, "time_col": args.time_col, "event_col": args.event_col}
+    out = Path(args.out)
+    overrides: dict[str, Any] = {}
+    config: Any = args.config
+    if args.prognosis_command in ("cv", "train"):
+        cfg = cv.load_prognosis_cfg(args.config)
+        cfg.mode = args.mode
+        for key in ("folds", "repeats"):
+            if getattr(args, key, None):
+                setattr(cfg, key, getattr(args, key))
+        config = cfg
+    ids = None
+    if args.clinical and args.images:
+        ids = cv.load_cohort(args.clinical, **cols)[0]["id"].tolist()
+    if args.prognosis_command == "cv":
+        modes = tuple(args.modes or ("image", "ehr", "both"))
+        if not args.checkpoint and not args.images and not args.hecktor:
+            modes = ("ehr",)
+        args.modes = list(modes)
+        feats = None if modes == ("ehr",) else _features_for(args, out, ids, "training")
+        if feats is None:
+            modes = tuple(m for m in modes if m == "ehr")
+            if not modes:
+                raise ConfigError("image modes need -c CHECKPOINT and images (--hecktor or --images)")
+        summary = cv.run_prognosis_cv(data, out, config=config, modes=modes, features=feats, **cols)
+        print((out / "cv_summary.md").read_text())
+        del summary, overrides
+    elif args.prognosis_command == "train":
+        feats = _features_for(args, out, ids, "training")
+        model_dir = cv.run_prognosis_train(data, out, config=config, features=feats, **cols)
+        print(f"prognosis model written to {model_dir}")
+    else:
+        from duplus.prognosis.model import load_prognosis_config
+
+        mode = load_prognosis_config(args.model).mode
+        args.mode = mode
+        feats = _features_for(args, out.parent / f".{out.stem}_features", ids, "testing")
+        path = cv.run_prognosis_predict(args.model, data, out, features=feats, id_col=args.id_col)
+        print(f"predictions written to {path}")
