@@ -1,0 +1,262 @@
+"""The ``duplus`` command line: a thin layer that parses, builds a config and calls library code.
+
+Heavy libraries (torch, MONAI, transformers) are imported inside the command functions, so
+``duplus --help`` is instant. Every user error is a :class:`~duplus.errors.DuplusError`, printed as
+one line ``duplus: error: <file>: <problem>`` with exit status 2. An ``OSError`` (a full disk,
+permissions) is printed the same way with exit status 1, and so is any other exception (a bug);
+``--verbose`` shows their tracebacks.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import re
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from duplus import __version__
+from duplus.errors import DuplusError
+
+logger = logging.getLogger("duplus")
+
+
+# ---------------------------------------------------------------------- commands
+def cmd_make_phantoms(args: argparse.Namespace) -> int:
+    from duplus.data.phantoms import make_phantoms
+
+    out = make_phantoms(
+        Path(args.out), cases=args.cases, seed=args.seed, test_cases=args.test_cases, cohort_cases=args.cohort
+    )
+    for name, path in out.items():
+        print(f"{name}: {path}")
+    return 0
+
+
+def cmd_prepare(args: argparse.Namespace) -> int:
+    from duplus.config import PreprocessConfig, load_config
+    from duplus.data.preprocess import prepare_dataset
+    from duplus.data.specs import load_dataset_spec
+
+    cfg = load_config(PreprocessConfig, args.config) if args.config else PreprocessConfig()
+    if args.spacing:
+        cfg.spacing = [float(s) for s in args.spacing]
+    cache = Path(args.out)
+    for spec_path in args.datasets:
+        spec = load_dataset_spec(Path(spec_path), modality=args.modality, region=args.region)
+        path = prepare_dataset(spec, cache, cfg, progress=not args.quiet, include_test=args.include_test)
+        print(f"{spec.name}: {len(spec.training)} training cases prepared in {path}")
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from duplus.training.api import run_training
+
+    metrics = run_training(
+        config=args.config,
+        out=args.out,
+        resume=args.resume,
+        overrides=args.set or [],
+        progress=not args.quiet,
+    )
+    if metrics:
+        mean = metrics.get("dice/mean")
+        print(
+            f"training finished; mean validation Dice {mean:.4f}" if mean is not None else "training finished"
+        )
+    return 0
+
+
+def cmd_segment(args: argparse.Namespace) -> int:
+    from duplus.inference.api import run_segment
+
+    run_segment(args)
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from duplus.metrics.api import run_evaluate
+
+    run_evaluate(args)
+    return 0
+
+
+def cmd_adapt(args: argparse.Namespace) -> int:
+    from duplus.adapt.api import run_adapt
+
+    run_adapt(args)
+    return 0
+
+
+def cmd_prognosis(args: argparse.Namespace) -> int:
+    from duplus.prognosis.api import run_prognosis_command
+
+    run_prognosis_command(args)
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from duplus.demo import run_demo
+
+    report = run_demo(Path(args.out), quick=args.quick, seed=args.seed, progress=not args.quiet)
+    print(f"report written to {report}")
+    return 0
+
+
+# ---------------------------------------------------------------------- parser
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="duplus",
+        description="DuPLUS: text-prompted universal 3D medical image segmentation and prognosis.",
+    )
+    parser.add_argument("--version", action="version", version=f"duplus {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    def add(name: str, help_: str, func) -> argparse.ArgumentParser:  # type: ignore[no-untyped-def]
+        p = sub.add_parser(name, help=help_, description=help_)
+        p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+        p.set_defaults(func=func)
+        return p
+
+    p = add(
+        "demo", "embedded default: phantoms, training, prompted segmentation, experiments, report", cmd_demo
+    )
+    p.add_argument("--out", default="runs/demo", help="run folder (default: runs/demo)")
+    p.add_argument("--quick", action="store_true", help="smoke version, about 2 minutes")
+    p.add_argument("--seed", type=int, default=0)
+
+    p = add(
+        "make-phantoms", "write the synthetic CT/MRI/PET phantom collection (MSD layout)", cmd_make_phantoms
+    )
+    p.add_argument("out", help="output folder")
+    p.add_argument("--cases", type=int, default=8, help="training cases per dataset")
+    p.add_argument("--test-cases", type=int, default=2, help="held-out cases per dataset")
+    p.add_argument("--cohort", type=int, default=0, help="patients in the HECKTOR-layout prognosis cohort")
+    p.add_argument("--seed", type=int, default=0)
+
+    p = add(
+        "prepare", "resample, normalise and cache datasets once (MSD, nnU-Net, YAML, HECKTOR)", cmd_prepare
+    )
+    p.add_argument("datasets", nargs="+", help="dataset.json files, dataset folders or YAML specs")
+    p.add_argument("--out", required=True, help="cache folder")
+    p.add_argument("--config", help="YAML with preprocessing options (PreprocessConfig)")
+    p.add_argument("--spacing", nargs=3, type=float, metavar=("X", "Y", "Z"), help="target spacing in mm")
+    p.add_argument("--modality", help="override the dataset's modality (CT, MRI, PET, PETCT)")
+    p.add_argument("--region", help="body region, when the dataset does not name one (e.g. abdomen)")
+    p.add_argument("--include-test", action="store_true", help="also prepare the unlabelled test images")
+
+    p = add("train", "multi-dataset, partial-label training from a YAML config (torchrun for DDP)", cmd_train)
+    p.add_argument("--config", help="training YAML (see configs/)")
+    p.add_argument("--out", help="run folder")
+    p.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from its last checkpoint")
+    p.add_argument(
+        "--set", action="append", metavar="KEY=VALUE", help="override a config value, e.g. iterations=200"
+    )
+
+    p = add("segment", "segment NIfTI/DICOM images for targets named by text", cmd_segment)
+    p.add_argument(
+        "-i", "--input", required=True, help="NIfTI file, folder of NIfTI files, or DICOM series folder"
+    )
+    p.add_argument("-o", "--output", required=True, help="output folder")
+    p.add_argument("-c", "--checkpoint", required=True, help="DuPLUS checkpoint (.pt)")
+    p.add_argument("--modality", required=True, help="CT, MRI, PET or PETCT")
+    p.add_argument("--region", required=True, help="body region for the T1 prompt, e.g. abdomen")
+    p.add_argument(
+        "--targets", nargs="+", required=True, help='target names (free text), e.g. liver "left kidney"'
+    )
+    p.add_argument("--adapter", help="adapter file from `duplus adapt`")
+    p.add_argument("--ml", action="store_true", help="one multi-label map per case plus labels.json")
+    p.add_argument("--tta", action="store_true", help="mirroring test-time augmentation")
+    p.add_argument("--overlap", type=float, default=0.5, help="sliding-window overlap (default 0.5)")
+    p.add_argument("--sw-batch-size", type=int, default=2)
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1")
+    p.add_argument("--save-probabilities", action="store_true", help="also write float probability maps")
+    p.add_argument("--threshold", type=float, default=0.5)
+
+    p = add("evaluate", "Dice, HD95 and NSD per case and target (CSV + Markdown)", cmd_evaluate)
+    p.add_argument("--pred", required=True, help="folder of predictions (per-target masks or --ml maps)")
+    p.add_argument("--ref", required=True, help="folder of reference label maps or masks")
+    p.add_argument("--labels", help="labels.json / dataset.json naming the reference label values")
+    p.add_argument("--out", help="output folder (default: --pred)")
+    p.add_argument("--nsd-tolerance", type=float, default=2.0, help="NSD tolerance in mm")
+
+    p = add("adapt", "parameter-efficient adaptation (frozen backbone, LoRA/head) to a new task", cmd_adapt)
+    p.add_argument("-c", "--checkpoint", required=True, help="base DuPLUS checkpoint")
+    p.add_argument("--config", required=True, help="adaptation YAML")
+    p.add_argument("--out", required=True, help="run folder")
+    p.add_argument("--merge", action="store_true", help="also write a standalone merged checkpoint")
+
+    p = add("prognosis", "survival risk from image + EHR text: cv, train, predict", cmd_prognosis)
+    psub = p.add_subparsers(dest="prognosis_command", metavar="ACTION", required=True)
+    for action, help_ in (
+        ("cv", "k-fold cross-validation per mode (image, ehr, both) beside a CoxPH baseline"),
+        ("train", "train one prognosis model on the whole cohort"),
+        ("predict", "write PatientID,Prediction (risk) for a cohort"),
+    ):
+        q = psub.add_parser(action, help=help_, description=help_)
+        q.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+        q.add_argument("--hecktor", help="HECKTOR 2022-layout folder (images, masks, clinical CSVs)")
+        q.add_argument("--clinical", help="clinical CSV (generic cohort)")
+        q.add_argument("--id-col", default="PatientID")
+        q.add_argument("--time-col", default="RFS")
+        q.add_argument("--event-col", default="Relapse")
+        q.add_argument("--images", help="folder of images matched by id (generic cohort)")
+        q.add_argument("-c", "--checkpoint", help="segmentation checkpoint for image features")
+        q.add_argument("--mode", choices=("image", "ehr", "both"), default="both")
+        q.add_argument("--config", help="prognosis YAML (PrognosisConfig)")
+        q.add_argument("--out", required=True, help="output folder (train/cv) or CSV file (predict)")
+        if action == "cv":
+            q.add_argument("--modes", nargs="+", choices=("image", "ehr", "both"), help="modes to compare")
+            q.add_argument("--folds", type=int, help="number of folds")
+            q.add_argument("--repeats", type=int, help="repeats over seeds")
+        if action == "predict":
+            q.add_argument("--model", required=True, help="folder written by `duplus prognosis train`")
+    p.set_defaults(func=cmd_prognosis)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+    )
+    for noisy in ("transformers", "httpx", "urllib3", "matplotlib", "PIL"):
+        logging.getLogger(noisy).setLevel(logging.ERROR)
+    if not args.verbose:
+        # nibabel logs (to its own stderr handler) how it "fixes" odd headers; DuPLUS checks
+        # those files itself and reports what matters in its one error line
+        logging.getLogger("nibabel").setLevel(logging.CRITICAL)
+    try:
+        return int(args.func(args))
+    except DuplusError as exc:
+        _print_error(str(exc))
+        return 2
+    except OSError as exc:  # the environment failed: a full disk, a vanished file, permissions
+        if args.verbose:
+            raise
+        where = f"{exc.filename}: " if exc.filename else ""
+        _print_error(f"{where}{exc.strerror or exc}")
+        return 1
+    except KeyboardInterrupt:
+        print("duplus: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # a bug: still one line, the traceback with --verbose
+        if args.verbose:
+            raise
+        _print_error(f"internal error ({type(exc).__name__}: {exc}); rerun with --verbose for the traceback")
+        return 1
+
+
+def _print_error(message: str) -> None:
+    """Print ``duplus: error: <message>`` as exactly one line on stderr."""
+    text = re.sub(r"\s*[\r\n]+\s*", " ", message).strip() or "unknown error"
+    print(f"duplus: error: {text}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Training: the trainer class, optimiser set-up, checkpoints and DDP helpers."""

@@ -1,0 +1,131 @@
+"""Library entry point behind ``duplus train``: load, resolve and validate the config, then train."""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import os
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from duplus.config import TrainConfig, from_dict, load_yaml
+from duplus.errors import ConfigError, InputError
+from duplus.fileio import check_writable_folder, ensure_distinct_output
+from duplus.paths import resolve_relative
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Apply ``key.sub=value`` overrides (values parsed as YAML) to a raw config mapping."""
+    data = copy.deepcopy(data)
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"--set {item!r}: expected KEY=VALUE")
+        key, raw = item.split("=", 1)
+        node = data
+        parts = key.strip().split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"--set {item!r}: {part} is not a mapping")
+        node[parts[-1]] = yaml.safe_load(raw)
+    return data
+
+
+def resolve_train_config(path: str | Path, overrides: list[str] | None = None) -> TrainConfig:
+    """Load a training YAML strictly and make its dataset paths absolute (relative to the YAML)."""
+    path = Path(path)
+    raw = apply_overrides(load_yaml(path), overrides or [])
+    cfg = from_dict(TrainConfig, raw, where=str(path))
+    base = path.absolute().parent  # the folder the user named, not a symlink target
+    if not cfg.datasets:
+        raise ConfigError(f"{path}: no datasets listed")
+    for entry in cfg.datasets:
+        entry.spec = str(resolve_relative(entry.spec, base))
+    if cfg.cache_dir:
+        cfg.cache_dir = str(resolve_relative(cfg.cache_dir, base))
+    validate_train_config(cfg, str(path))
+    return cfg
+
+
+def validate_train_config(cfg: TrainConfig, where: str) -> None:
+    checks = [
+        (cfg.iterations > 0, "iterations must be > 0"),
+        (cfg.steps_per_epoch > 0, "steps_per_epoch must be > 0"),
+        (cfg.batch_size > 0, "batch_size must be > 0"),
+        (len(cfg.patch_size) == 3 and all(p >= 8 for p in cfg.patch_size), "patch_size must be 3 sizes >= 8"),
+        (0.0 <= cfg.val_fraction < 1.0, "val_fraction must be in [0, 1)"),
+        (cfg.amp in ("auto", "bf16", "off"), "amp must be auto, bf16 or off"),
+        (cfg.augment in ("none", "light", "medium"), "augment must be none, light or medium"),
+        (cfg.model.conditioning in ("film", "gate", "none"), "model.conditioning must be film, gate or none"),
+        (cfg.model.head_context in ("bottleneck", "none"), "model.head_context must be bottleneck or none"),
+        (all(d.weight > 0 for d in cfg.datasets), "dataset weights must be > 0"),
+    ]
+    for ok, msg in checks:
+        if not ok:
+            raise ConfigError(f"{where}: {msg}")
+
+
+def run_training(
+    config: str | Path | None = None,
+    out: str | Path | None = None,
+    *,
+    resume: str | Path | None = None,
+    overrides: list[str] | None = None,
+    progress: bool = True,
+    max_steps: int | None = None,
+) -> dict[str, Any]:
+    """Train from a YAML config into ``out``, or continue the run in ``resume``."""
+    if resume:
+        run_dir = Path(resume)
+        if not (run_dir / "config.yaml").is_file():
+            raise ConfigError(f"{run_dir}: not a run folder (no config.yaml)")
+        cfg = resolve_train_config(run_dir / "config.yaml", overrides)
+    else:
+        if not config or not out:
+            raise ConfigError("duplus train needs --config and --out (or --resume RUN_DIR)")
+        run_dir = Path(out)
+        if (run_dir / "checkpoint_last.pt").exists():
+            raise ConfigError(f"{run_dir}: already holds a run; use --resume {run_dir} or another --out")
+        cfg = resolve_train_config(config, overrides)
+        check_run_folder(run_dir, cfg, Path(config))
+    check_writable_folder(run_dir)
+    from duplus.training.trainer import Trainer
+
+    created = not run_dir.exists()
+    trainer = Trainer(cfg, run_dir, resume=bool(resume), progress=progress, max_steps=max_steps)
+    try:
+        return trainer.fit()
+    except BaseException:
+        if created and not resume and os.environ.get("RANK", "0") == "0":
+            _remove_failed_run(run_dir)
+        raise
+
+
+def check_run_folder(run_dir: Path, cfg: TrainConfig, config_path: Path) -> None:
+    """Refuse a run folder that would write into a dataset folder or over the config file itself.
+
+    Raises:
+        InputError: naming the run folder.
+    """
+    for entry in cfg.datasets:
+        spec = Path(entry.spec)
+        ensure_distinct_output(run_dir, spec if spec.is_dir() else spec.parent)
+    if (run_dir / "config.yaml").resolve() == config_path.resolve():
+        raise InputError(
+            run_dir, f"the run would overwrite its own config {config_path}; choose another --out"
+        )
+
+
+def _remove_failed_run(run_dir: Path) -> None:
+    """After a run failed before its first checkpoint, remove what it wrote that has no value
+    (the resolved ``config.yaml`` and empty folders). Cases already prepared into a cache inside
+    the run folder are kept (they are complete and reused by the next run), and so is anything
+    once a checkpoint exists."""
+    if (run_dir / "checkpoint_last.pt").exists() or not run_dir.is_dir():
+        return
+    (run_dir / "config.yaml").unlink(missing_ok=True)
+    for folder, _, _ in sorted(os.walk(run_dir), key=lambda w: -len(Path(w[0]).parts)):
+        with contextlib.suppress(OSError):
+            Path(folder).rmdir()  # only succeeds when empty

@@ -1,0 +1,93 @@
+"""Self-describing, atomically written checkpoints, loaded with ``torch.load(weights_only=True)``.
+
+A checkpoint is a plain dict of tensors and JSON-like values (never pickled objects), so loading it
+cannot run code. It carries everything needed to rebuild the model and to resume training:
+the resolved config, model preset, label space, text-encoder id, package version, and optionally
+the optimizer, scheduler and RNG states.
+"""
+
+from __future__ import annotations
+
+import pickle
+import random
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from duplus import __version__
+from duplus.errors import CheckpointError
+from duplus.fileio import atomic_path
+
+FORMAT = "duplus-checkpoint"
+FORMAT_VERSION = 1
+
+
+def capture_rng_state() -> dict[str, Any]:
+    """RNG states of torch, numpy and ``random`` as weights-only-safe values."""
+    np_state = np.random.get_state()
+    state: dict[str, Any] = {
+        "torch": torch.get_rng_state(),
+        "numpy": {
+            "keys": torch.from_numpy(np.asarray(np_state[1], dtype=np.int64)),
+            "pos": int(np_state[2]),
+            "has_gauss": int(np_state[3]),
+            "cached_gaussian": float(np_state[4]),
+        },
+        "python": [list(x) if isinstance(x, tuple) else x for x in random.getstate()],
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def restore_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    n = state["numpy"]
+    np.random.set_state(
+        ("MT19937", n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached_gaussian"])
+    )
+    py = state["python"]
+    random.setstate((py[0], tuple(py[1]), py[2]))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> Path:
+    """Write ``payload`` plus the format header to ``path`` atomically (temp file + rename).
+
+    A failed write (e.g. a full disk) leaves any previous checkpoint at ``path`` intact.
+    """
+    path = Path(path)
+    data = {"format": FORMAT, "format_version": FORMAT_VERSION, "duplus_version": __version__, **payload}
+    with atomic_path(path, suffix=".tmp") as tmp:
+        torch.save(data, tmp)
+    return path
+
+
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Load a DuPLUS checkpoint safely.
+
+    Raises:
+        CheckpointError: missing file, not a torch file, a file carrying pickled code (refused by
+            ``weights_only=True``), or a torch file that is not a DuPLUS checkpoint.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(path, "checkpoint not found")
+    try:
+        data = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as exc:
+        raise CheckpointError(
+            path, "refused: the file carries pickled code or objects, not plain weights"
+        ) from exc
+    except (RuntimeError, zipfile.BadZipFile, EOFError, OSError, ValueError) as exc:
+        msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise CheckpointError(path, f"not a readable checkpoint ({msg[:200]})") from exc
+    if not isinstance(data, dict) or data.get("format") != FORMAT:
+        raise CheckpointError(path, "not a DuPLUS checkpoint (missing the duplus-checkpoint header)")
+    if int(data.get("format_version", 0)) > FORMAT_VERSION:
+        raise CheckpointError(path, f"checkpoint format {data['format_version']} is newer than this duplus")
+    return data
