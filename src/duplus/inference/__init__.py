@@ -1,0 +1,1 @@
+"""Prompted inference: sliding-window prediction, the Predictor API, post-processing."""

@@ -1,0 +1,296 @@
+"""Prompted inference: ``Predictor.from_checkpoint(path).predict(volume, ...)``.
+
+A volume is preprocessed like the training data (RAS grid at the training spacing, modality
+normalisation, foreground crop), predicted with Gaussian-blended sliding windows, and its
+probabilities resampled back onto the input's own grid, so outputs keep the input's shape, affine
+and orientation exactly. The T1 FiLM parameters and the K head parameter sets are computed once
+per volume; more targets cost only the head.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from duplus.config import ModelConfig, PreprocessConfig, TextConfig, from_dict
+from duplus.data.io import Volume
+from duplus.data.label_space import LabelSpace, canonical_target, is_known_target, nearest_known_target
+from duplus.errors import CheckpointError, ConfigError, InputError
+from duplus.training.checkpoint import load_checkpoint
+
+logger = logging.getLogger(__name__)
+
+MAX_PROMPT_CHARS = 1000
+
+
+@dataclass
+class Prediction:
+    """Per-target results on the input grid.
+
+    Attributes:
+        probabilities: ``(K, I, J, K)`` float32 sigmoid probabilities.
+        masks: ``(K, I, J, K)`` uint8 binary masks (probability >= threshold).
+        targets: the K target names as asked.
+        affine: the input's affine, unchanged.
+        prompts: the T1 prompt and the T2 prompt of each target.
+    """
+
+    probabilities: np.ndarray
+    masks: np.ndarray
+    targets: list[str]
+    affine: np.ndarray
+    prompts: dict[str, Any] = field(default_factory=dict)
+
+
+def validate_targets(
+    targets: list[str], label_space: LabelSpace | None = None, *, exact_prompts: bool = False
+) -> list[str]:
+    """Clean target prompts: refuse empty, over-long and duplicate ones; warn on unknown ones.
+
+    Duplicates are judged by canonical target name ("liver" and "Liver" are the same target),
+    or by the exact text when ``exact_prompts`` (paraphrases of one target are then allowed).
+    """
+    if not targets:
+        raise InputError("--targets", "no target given")
+    cleaned: list[str] = []
+    for t in targets:
+        text = " ".join(str(t).split())
+        if not text:
+            raise InputError("--targets", "empty or whitespace-only target prompt")
+        if len(text) > MAX_PROMPT_CHARS:
+            raise InputError(
+                "--targets", f"target prompt of {len(text)} characters; at most {MAX_PROMPT_CHARS}"
+            )
+        key = (lambda x: x.lower()) if exact_prompts else canonical_target
+        if key(text) in [key(c) for c in cleaned]:
+            raise InputError("--targets", f"duplicate target {text!r}")
+        cleaned.append(text)
+        known = label_space is not None and text in label_space
+        if not known and not is_known_target(text):
+            near, score = nearest_known_target(text)
+            logger.warning(
+                "target %r is not in the label space; the text encoder reads it as free text (nearest known: %r, %.2f)",
+                text,
+                near,
+                score,
+            )
+        elif label_space is not None and not known:
+            logger.warning(
+                "target %r was not among this model's training targets %s", text, label_space.targets
+            )
+    return cleaned
+
+
+def _first_detail(exc: BaseException, limit: int = 200) -> str:
+    """The informative line of an exception (``load_state_dict`` puts a heading first)."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()] or [type(exc).__name__]
+    line = lines[1] if len(lines) > 1 and lines[0].startswith("Error(s) in loading") else lines[0]
+    return line[:limit]
+
+
+class Predictor:
+    """Segment volumes for text-named targets with a trained DuPLUS checkpoint.
+
+    Args:
+        model: the network (eval mode).
+        text_encoder: the text encoder the model was trained with.
+        preprocess: the training preprocessing config.
+        patch_size: sliding-window size.
+        label_space: targets seen in training (for warnings).
+        device: where the network runs.
+    """
+
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        text_encoder: Any,
+        preprocess: PreprocessConfig,
+        patch_size: list[int],
+        label_space: LabelSpace | None = None,
+        device: torch.device | str = "cpu",
+    ) -> None:
+        from duplus.text.cache import EmbeddingCache
+
+        self.device = torch.device(device)
+        self.model = model.to(self.device).eval()
+        self.text_encoder = text_encoder
+        self.prompt_cache: Any = EmbeddingCache(text_encoder)  # or an adapted model's PromptRouter
+        self.preprocess = preprocess
+        self.patch_size = list(patch_size)
+        self.label_space = label_space
+
+    @classmethod
+    def from_checkpoint(
+        cls, path: str | Path, *, device: str = "auto", adapter: str | Path | None = None
+    ) -> Predictor:
+        """Rebuild model, text encoder and preprocessing from a checkpoint alone."""
+        from duplus.models.registry import build_model
+        from duplus.text.encoder import TextEncoder
+        from duplus.training.trainer import select_device
+
+        ckpt = load_checkpoint(path)
+        try:
+            model_cfg = from_dict(ModelConfig, ckpt["model_config"])
+            text_cfg = from_dict(TextConfig, ckpt["text_config"])
+            pre_cfg = from_dict(PreprocessConfig, ckpt["preprocess"])
+            model = build_model(model_cfg, text_dim=int(ckpt["text_dim"]))
+            missing, unexpected = model.load_state_dict(ckpt["model"], strict=False)
+        except KeyError as exc:
+            raise CheckpointError(path, f"incomplete DuPLUS checkpoint: no entry {exc}") from exc
+        except (ConfigError, RuntimeError, TypeError, ValueError) as exc:
+            preset = (ckpt.get("model_config") or {}).get("preset")
+            raise CheckpointError(
+                path, f"weights do not fit the model it describes (preset {preset!r}): {_first_detail(exc)}"
+            ) from exc
+        if missing or unexpected:
+            raise CheckpointError(
+                path,
+                f"weights do not match preset {model_cfg.preset!r}: {len(missing)} missing, {len(unexpected)} unexpected",
+            )
+        encoder = TextEncoder(text_cfg.encoder, pooling=text_cfg.pooling, max_length=text_cfg.max_length)
+        if encoder.model_id != ckpt["text_encoder_id"]:
+            logger.warning(
+                "checkpoint was trained with text encoder %s, loaded %s",
+                ckpt["text_encoder_id"],
+                encoder.model_id,
+            )
+        router = None
+        if adapter is not None:
+            from duplus.adapt.api import apply_adapter_file
+
+            router = apply_adapter_file(model, encoder, adapter, base_checkpoint=Path(path))
+        predictor = cls(
+            model,
+            encoder,
+            pre_cfg,
+            ckpt["patch_size"],
+            LabelSpace.from_dict(ckpt.get("label_space", {})),
+            device=select_device(device),
+        )
+        overrides = ckpt.get("prompt_overrides")  # a merged adaptation: adapted prompts' embeddings
+        if overrides:
+            from duplus.adapt.router import PromptRouter
+
+            stored = PromptRouter.from_overrides(
+                encoder, overrides, added_targets=ckpt.get("added_targets", [])
+            )
+            if router is None:
+                router = stored
+            else:  # an adapter on a merged checkpoint: its own prompts win
+                router.overrides.update({k: v for k, v in stored.overrides.items() if k not in router.scope})
+                router.added_targets += [t for t in stored.added_targets if t not in router.added_targets]
+        if router is not None:  # adapted prompts first, the frozen encoder's cache for the rest
+            predictor.prompt_cache = router
+            if predictor.label_space is not None:
+                predictor.label_space.extend(router.added_targets)
+        return predictor
+
+    # ------------------------------------------------------------------ prompts
+    def encode_prompts(
+        self, modality: str, region: str, targets: list[str], *, exact_prompts: bool = False
+    ) -> tuple[torch.Tensor, torch.Tensor, dict]:
+        """T1 ``(1, E)`` and T2 ``(1, K, E)`` embeddings and the prompt texts used.
+
+        A known target name is prompted by its canonical name (as in training) unless
+        ``exact_prompts``; other texts are passed to the text encoder as written.
+        """
+        from duplus.text.prompts import t1_prompt, t2_prompts
+
+        region_text = " ".join(str(region).split())
+        if not region_text:
+            raise InputError("--region", "empty region")
+        t1_text = t1_prompt(modality, region_text)
+        t2_texts = [
+            t2_prompts(canonical_target(t), modality)[0] if is_known_target(t) and not exact_prompts else t
+            for t in targets
+        ]
+        t1 = self.prompt_cache.get([t1_text]).to(self.device)
+        t2 = self.prompt_cache.get(t2_texts)[None].to(self.device)
+        return t1, t2, {"t1": t1_text, "t2": dict(zip(targets, t2_texts, strict=True))}
+
+    # ------------------------------------------------------------------ predict
+    def predict(
+        self,
+        volume: Volume,
+        modality: str,
+        region: str,
+        targets: list[str],
+        *,
+        overlap: float = 0.5,
+        sw_batch_size: int = 2,
+        tta: bool = False,
+        threshold: float = 0.5,
+        t1_override: str | None = None,
+        exact_prompts: bool = False,
+    ) -> Prediction:
+        """Segment one volume.
+
+        Args:
+            volume: input image, ``(C, I, J, K)`` with its affine (PET/CT: PET first, then CT).
+            modality: CT, MRI, PET or PETCT (chooses the stem and the T1 prompt).
+            region: body region for the T1 prompt, e.g. "abdomen".
+            targets: target names (free text).
+            overlap: sliding-window overlap.
+            sw_batch_size: windows per forward pass.
+            tta: average over mirrored copies (anterior-posterior and superior-inferior flips;
+                left-right flips are never used, they would swap left and right organs).
+            threshold: probability threshold of the masks.
+            t1_override: a T1 prompt text used instead of the one made from modality and region
+                (for prompt-control experiments).
+            exact_prompts: use the target texts exactly as written (paraphrase experiments).
+
+        Returns:
+            :class:`Prediction` on the input grid.
+        """
+        from duplus.data.preprocess import preprocess_case
+        from duplus.data.resample import resample_to_grid
+        from duplus.data.specs import normalise_modality
+        from duplus.inference.sliding import predict_volume_logits
+        from duplus.models.stems import MODALITIES
+
+        modality = normalise_modality(modality, source="--modality")
+        targets = validate_targets(targets, self.label_space, exact_prompts=exact_prompts)
+        n_ch = 2 if modality == "PETCT" else 1
+        if volume.num_channels != n_ch:
+            raise InputError(
+                volume.path, f"{modality} needs {n_ch} channel(s), the image has {volume.num_channels}"
+            )
+        t1, t2, prompts = self.encode_prompts(modality, region, targets, exact_prompts=exact_prompts)
+        if t1_override is not None:
+            t1 = self.prompt_cache.get([t1_override]).to(self.device)
+            prompts["t1"] = t1_override
+        pre = preprocess_case(volume, None, modality, self.preprocess)
+        image = np.zeros((2, *pre.image.shape[1:]), dtype=np.float32)
+        image[: pre.image.shape[0]] = pre.image
+        x = torch.from_numpy(image)[None].to(self.device)
+        modality_index = torch.tensor([MODALITIES.index(modality)], device=self.device)
+        flips: list[tuple[int, ...]] = [()] + ([(3,), (4,), (3, 4)] if tta else [])
+        with torch.no_grad():
+            cond = self.model.condition(modality_index, t1, t2)
+            prob = torch.zeros((1, len(targets), *x.shape[2:]), dtype=torch.float32)
+            for dims in flips:
+                xi = torch.flip(x, dims) if dims else x
+                logits = predict_volume_logits(
+                    self.model,
+                    xi,
+                    cond,
+                    self.patch_size,
+                    overlap=overlap,
+                    sw_batch_size=sw_batch_size,
+                    device="cpu",
+                )
+                p = torch.sigmoid(logits.float())
+                prob += torch.flip(p, dims) if dims else p
+            prob /= len(flips)
+        prob_in = resample_to_grid(
+            prob[0].numpy(), pre.affine, volume.spatial_shape, volume.affine, mode="linear", padding_value=0.0
+        ).astype(np.float32)
+        masks = (prob_in >= threshold).astype(np.uint8)
+        return Prediction(
+            probabilities=prob_in, masks=masks, targets=targets, affine=volume.affine, prompts=prompts
+        )
