@@ -159,3 +159,53 @@ def load_config(cls: type[T], path: str | Path) -> T:
 def save_config(obj: Any, path: str | Path) -> None:
     """Write the resolved config as YAML, atomically."""
     write_text_atomic(path, yaml.safe_dump(to_dict(obj), sort_keys=False))
+
+
+@dataclass
+class DatasetEntry:
+    """One training dataset: a spec (``dataset.json``, its folder, a YAML spec or a HECKTOR folder).
+
+    Relative paths are resolved against the folder of the config file that names them.
+    """
+
+    spec: str
+    weight: float = 1.0
+    name: str | None = None
+    modality: str | None = None
+    region: str | None = None
+    exclude_targets: list[str] = field(default_factory=list)  # e.g. hold a target out for adaptation
+
+
+@dataclass
+class TrainConfig:
+    """Multi-dataset, partial-label training (``duplus train --config``)."""
+
+    datasets: list[DatasetEntry] = field(default_factory=list)
+    cache_dir: str | None = None  # default: $DUPLUS_CACHE or <run>/../cache
+    preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    text: TextConfig = field(default_factory=TextConfig)
+    patch_size: list[int] = field(default_factory=lambda: [48, 48, 48])
+    batch_size: int = 2
+    iterations: int = 1000
+    steps_per_epoch: int = 100
+    lr: float = 3e-3
+    weight_decay: float = 1e-5
+    warmup_steps: int = 50
+    bce_weight: float = 0.5  # loss = Dice + bce_weight * BCE, per supervised target
+    amp: str = "auto"  # auto (bf16 on CUDA, off on CPU) | bf16 | off
+    ema: float | None = None  # e.g. 0.99
+    augment: str = "light"  # none | light | medium
+    fg_oversample: float = 0.33
+    paraphrase_t2: bool = True  # sample one of the target's paraphrases per step
+    seed: int = 0
+    val_fraction: float = 0.2
+    val_every: int = 1  # epochs
+    val_max_cases: int = 4  # per dataset
+    sw_overlap: float = 0.25
+    sw_batch_size: int = 2
+    checkpoint_every_steps: int = 50
+    num_workers: int = 0
+    device: str = "auto"
+    threads: int | None = None
+    tensorboard: bool = False

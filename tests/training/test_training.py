@@ -1,0 +1,138 @@
+"""End-to-end training on tiny phantoms: outputs, cached prompts, SIGKILL + resume, torchrun DDP."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from duplus.training.api import run_training
+from duplus.training.checkpoint import load_checkpoint
+from duplus.training.trainer import LAST, Trainer
+
+
+@pytest.fixture(scope="module")
+def phantom_root(tmp_path_factory) -> Path:
+    from duplus.data.phantoms import make_phantoms
+
+    root = tmp_path_factory.mktemp("phantoms")
+    make_phantoms(root, cases=3, test_cases=1, shape=(32, 32, 32), progress=False)
+    return root
+
+
+def write_config(path: Path, root: Path, cache: Path, **overrides) -> Path:
+    cfg = {
+        "datasets": [
+            {"spec": str(root / "Task01_PhantomAbdomenCT" / "dataset.json")},
+            {"spec": str(root / "Task04_PhantomBrainMRI" / "dataset.json"), "weight": 0.5},
+            {"spec": str(root / "Task06_PhantomHeadNeckPET" / "dataset.json"), "weight": 0.5},
+        ],
+        "cache_dir": str(cache),
+        "preprocess": {"spacing": [3.0, 3.0, 3.0]},
+        "model": {"preset": "tiny"},
+        "patch_size": [32, 32, 32],
+        "batch_size": 2,
+        "iterations": 4,
+        "steps_per_epoch": 2,
+        "warmup_steps": 1,
+        "val_fraction": 0.34,
+        "val_max_cases": 1,
+        "checkpoint_every_steps": 1,
+        "threads": 1,
+        **overrides,
+    }
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def test_training_writes_a_self_describing_run(tmp_path, phantom_root):
+    cfg = write_config(tmp_path / "c.yaml", phantom_root, tmp_path / "cache")
+    metrics = run_training(config=cfg, out=tmp_path / "run", progress=False)
+    run = tmp_path / "run"
+    for name in ("config.yaml", "metrics.csv", "checkpoint_last.pt", "checkpoint_best.pt", "prompt_cache.pt"):
+        assert (run / name).is_file(), name
+    assert "dice/mean" in metrics and 0.0 <= metrics["dice/mean"] <= 1.0
+    ckpt = load_checkpoint(run / "checkpoint_last.pt")
+    assert ckpt["step"] == 4
+    assert set(ckpt["label_space"]["targets"]) >= {"liver", "spleen", "white matter", "primary tumour"}
+    assert ckpt["text_encoder_id"] and ckpt["model_config"]["preset"] == "tiny"
+    assert {"optimizer", "scheduler", "rng"} <= set(ckpt["train_state"])
+    assert [d["modality"] for d in ckpt["datasets"]] == ["CT", "MRI", "PET"]
+    # torch.load with weights_only=True is what load_checkpoint uses: nothing pickled
+    torch.load(run / "checkpoint_best.pt", weights_only=True)
+    with pytest.raises(Exception, match="already holds a run"):
+        run_training(config=cfg, out=run, progress=False)
+
+
+def test_encoder_forward_count_is_zero_in_steady_state(tmp_path, phantom_root):
+    from duplus.training.api import resolve_train_config
+
+    cfg = resolve_train_config(write_config(tmp_path / "c.yaml", phantom_root, tmp_path / "cache", iterations=3))
+    trainer = Trainer(cfg, tmp_path / "run", progress=False)
+    trainer.fit()
+    assert trainer.encoder_calls_after_warmup >= 1  # the warm-up encoded the prompts, once
+    assert trainer.text_encoder.forward_count == trainer.encoder_calls_after_warmup  # then never again
+
+
+def _train_cmd(*args: str) -> list[str]:
+    return [sys.executable, "-m", "duplus.cli", "train", *args]
+
+
+@pytest.mark.slow
+def test_sigkill_mid_run_then_resume_matches_uninterrupted(tmp_path, phantom_root):
+    cfg = write_config(
+        tmp_path / "c.yaml", phantom_root, tmp_path / "cache", iterations=8, steps_per_epoch=4, val_fraction=0.0
+    )
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    reference = tmp_path / "reference"
+    subprocess.run(_train_cmd("--config", str(cfg), "--out", str(reference), "-q"), check=True, env=env)
+
+    run = tmp_path / "killed"
+    proc = subprocess.Popen(_train_cmd("--config", str(cfg), "--out", str(run), "-q"), env=env)
+    deadline = time.time() + 240
+    step = 0
+    while time.time() < deadline and proc.poll() is None:
+        if (run / LAST).exists():
+            try:
+                step = load_checkpoint(run / LAST)["step"]
+            except Exception:  # noqa: BLE001 - never half-written, but it may be replaced while read
+                step = 0
+            if step >= 3:
+                break
+        time.sleep(0.2)
+    assert proc.poll() is None, "training finished before it could be killed"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    killed_at = load_checkpoint(run / LAST)["step"]
+    assert 3 <= killed_at < 8
+    subprocess.run(_train_cmd("--resume", str(run), "-q"), check=True, env=env)
+    a = load_checkpoint(reference / LAST)
+    b = load_checkpoint(run / LAST)
+    assert b["step"] == 8
+    for k, v in a["model"].items():
+        torch.testing.assert_close(b["model"][k], v, rtol=1e-5, atol=1e-6, msg=k)
+
+
+@pytest.mark.slow
+def test_torchrun_two_processes(tmp_path, phantom_root):
+    cfg = write_config(tmp_path / "c.yaml", phantom_root, tmp_path / "cache", iterations=2, steps_per_epoch=2)
+    run = tmp_path / "ddp"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [
+        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+        "-m", "duplus.cli", "train", "--config", str(cfg), "--out", str(run), "-q",
+    ]  # fmt: skip
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    ckpt = load_checkpoint(run / LAST)
+    assert ckpt["step"] == 2
+    assert not list(run.glob(".*tmp*")), "a temporary checkpoint was left behind"
+    lines = (run / "metrics.csv").read_text().strip().splitlines()
+    assert len(lines) == 2  # header + one epoch, written once (rank 0 only)
