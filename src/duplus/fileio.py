@@ -14,42 +14,96 @@ from typing import Any
 from duplus.errors import InputError
 
 
+def _file_mode(path: Path) -> int:
+    """The permission bits a new file at ``path`` gets: those of the file it replaces, else
+    ``0o666`` less the umask (``mkstemp`` alone would leave ``0o600``)."""
+    try:
+        return path.stat().st_mode & 0o7777
+    except OSError:
+        umask = os.umask(0)
+        os.umask(umask)
+        return 0o666 & ~umask
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | Path, suffix: str | None = None) -> Iterator[Path]:
     """Yield a temporary path next to ``path``; rename it onto ``path`` when the block succeeds.
 
     On any exception (including ``OSError`` for a full disk) the temporary file is removed and the
-    destination is left untouched. The suffix of the temporary file matches ``path`` so writers that
-    look at the extension (nibabel, numpy) keep working.
+    destination is left untouched; an ``OSError`` without a file name gets ``path`` as its
+    ``filename``, so the error names the file. The suffix of the temporary file matches ``path`` so
+    writers that look at the extension (nibabel, numpy) keep working. The new file gets the
+    permissions of the file it replaces (a new file: ``0o666`` less the umask).
     """
     path = Path(path)
+    check_writable_folder(path.parent)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise InputError(path.parent, f"cannot create output folder ({exc.strerror or exc})") from exc
     if suffix is None:
         suffix = "".join(path.suffixes) or ".tmp"
-    if not os.access(path.parent, os.W_OK):
-        raise InputError(path.parent, "output folder is not writable")
     fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
     os.close(fd)
     tmp = Path(tmp_name)
     try:
         yield tmp
+        os.chmod(tmp, _file_mode(path))
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
+        if isinstance(exc, OSError) and exc.filename is None:
+            exc.filename = str(path)
+        raise
+
+
+def check_writable_folder(folder: str | Path) -> None:
+    """Raise :class:`InputError` unless ``folder`` is, or can be created as, a writable folder.
+
+    Checks the folder itself or, when it does not exist yet, its nearest existing parent: that must
+    be a folder (not a file) and writable. Call it before any work, so a run that cannot write its
+    outputs fails at once instead of after hours of computing.
+    """
+    folder = Path(folder)
+    probe = folder.absolute()
+    while not probe.exists() and probe.parent != probe:
+        probe = probe.parent
+    if not probe.is_dir():
+        if probe == folder.absolute():
+            raise InputError(folder, "output folder is an existing file, not a folder")
+        raise InputError(folder, f"cannot create the output folder: {probe} is a file")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise InputError(probe, "output folder is not writable")
+
+
+@contextlib.contextmanager
+def removing_new_folders(folder: str | Path) -> Iterator[None]:
+    """On an exception, remove the folders on the way to ``folder`` that did not exist when the
+    block started and are still empty, so a failed command leaves no empty output folders."""
+    new: list[Path] = []
+    probe = Path(folder).absolute()
+    while not probe.exists() and probe.parent != probe:
+        new.append(probe)
+        probe = probe.parent
+    try:
+        yield
+    except BaseException:
+        for d in new:  # deepest first
+            try:
+                d.rmdir()
+            except OSError:  # not empty, or never created
+                if d.exists():
+                    break
         raise
 
 
 def write_bytes_atomic(path: str | Path, data: bytes) -> None:
     """Write ``data`` to ``path`` atomically."""
-    with atomic_path(path) as tmp:
-        with open(tmp, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
 
 
 def write_text_atomic(path: str | Path, text: str) -> None:

@@ -46,7 +46,14 @@ from duplus.data.specs import (
     t1_prompt,
 )
 from duplus.errors import InputError
-from duplus.fileio import atomic_path, ensure_distinct_output, read_json, write_json_atomic
+from duplus.fileio import (
+    atomic_path,
+    check_writable_folder,
+    ensure_distinct_output,
+    read_json,
+    removing_new_folders,
+    write_json_atomic,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -409,20 +416,52 @@ def _save_npy(path: Path, array: np.ndarray) -> None:
         np.save(fh, array, allow_pickle=False)
 
 
+def _cache_file_name(name: Any) -> str | None:
+    """``name`` when it is a plain ``.npy`` file name of the cache folder (as this module writes
+    them), else ``None``: a damaged or edited manifest must never point outside the folder."""
+    if (
+        isinstance(name, str)
+        and name.endswith(".npy")
+        and Path(name).name == name
+        and not name.startswith(".")
+    ):
+        return name
+    return None
+
+
+def _checked_cache_name(name: Any) -> str:
+    checked = _cache_file_name(name)
+    if checked is None:
+        raise ValueError(f"cache file {name!r} is not a .npy file of the cache folder")
+    return checked
+
+
 def _entry_valid(entry: dict, folder: Path, chash: str, sources: list[dict], split: str) -> bool:
     if entry.get("config_hash") != chash or entry.get("split") != split:
         return False
     if not _same_sources(entry.get("sources", []), sources):
         return False
-    if not _npy_ok(folder / entry["image"], entry["shape"], "float32"):
+    image, label, shape = _cache_file_name(entry.get("image")), entry.get("label"), entry.get("shape")
+    if image is None or not isinstance(shape, list) or len(shape) != 4:
         return False
-    return entry.get("label") is None or _npy_ok(folder / entry["label"], entry["shape"][1:], "int16")
+    if not _npy_ok(folder / image, shape, "float32"):
+        return False
+    if label is None:
+        return True
+    label = _cache_file_name(label)
+    return label is not None and _npy_ok(folder / label, shape[1:], "int16")
 
 
 def _build_case(
     record: CaseRecord, split: str, spec: DatasetSpec, cfg: PreprocessConfig, folder: Path, stem: str
 ) -> dict[str, Any]:
     image = load_channels(record.images, record.channel_order)
+    expected = 2 if spec.modality == "PETCT" else 1
+    if image.num_channels != expected:
+        raise InputError(
+            record.images[0],
+            f"image has {image.num_channels} channels (a 4D file?); {spec.modality} needs {expected}",
+        )
     label = None
     if split == "training" and record.label is not None:
         label = load_nifti(record.label, is_label=True)
@@ -485,13 +524,25 @@ def prepare_dataset(
 
     Raises:
         InputError: a bad case (unreadable image, label grid mismatch, label values outside the
-            label map), naming its file; a cache folder inside the dataset folder.
+            label map), naming its file; a cache folder inside the dataset folder, or one that
+            cannot be written. Cases cached before the bad one stay valid in the cache (a rerun
+            reuses them); a failed run leaves no empty folders behind.
     """
-    from tqdm.auto import tqdm
-
     folder = Path(cache_root) / safe_name(spec.name)
     ensure_distinct_output(folder, spec.root)
-    folder.mkdir(parents=True, exist_ok=True)
+    check_writable_folder(folder)
+    with removing_new_folders(folder):
+        folder.mkdir(parents=True, exist_ok=True)
+        _prepare_into(folder, spec, cfg, progress=progress, include_test=include_test)
+    return folder
+
+
+def _prepare_into(
+    folder: Path, spec: DatasetSpec, cfg: PreprocessConfig, *, progress: bool, include_test: bool
+) -> None:
+    """The body of :func:`prepare_dataset`: (re)build the stale cases of ``folder``."""
+    from tqdm.auto import tqdm
+
     manifest_path = folder / MANIFEST_NAME
     old = _read_old_manifest(manifest_path)
     chash = config_hash(cfg, spec.modality, spec.labels)
@@ -547,10 +598,10 @@ def prepare_dataset(
     for case_id, prev in old.items():
         if case_id not in entries:
             for key in ("image", "label"):
-                if prev.get(key):
-                    (folder / str(prev[key])).unlink(missing_ok=True)
+                name = _cache_file_name(prev.get(key))
+                if name is not None:
+                    (folder / name).unlink(missing_ok=True)
     logger.info("%s: %d case(s) cached in %s (%d reused)", spec.name, len(entries), folder, reused)
-    return folder
 
 
 def load_prepared(cache_dir: str | Path) -> PreparedDataset:
@@ -571,8 +622,8 @@ def load_prepared(cache_dir: str | Path) -> PreparedDataset:
         cases = [
             PreparedCase(
                 case_id=str(e["case_id"]),
-                image_path=folder / e["image"],
-                label_path=None if e.get("label") is None else folder / e["label"],
+                image_path=folder / _checked_cache_name(e["image"]),
+                label_path=None if e.get("label") is None else folder / _checked_cache_name(e["label"]),
                 shape=tuple(int(s) for s in e["shape"]),  # type: ignore[arg-type]
                 split=str(e.get("split", "training")),
                 voxel_counts={str(k): int(v) for k, v in e.get("voxel_counts", {}).items()},
