@@ -1,0 +1,125 @@
+"""Prompted segmentation end to end: input geometry kept, organ control by T2, CLI outputs, evaluate."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+import yaml
+
+from duplus.cli import main
+from duplus.data.io import load_nifti, save_nifti
+from duplus.data.phantoms import make_phantom_case, target_mask
+from duplus.inference.predictor import Predictor
+from duplus.training.api import run_training
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory) -> Path:
+    """A tiny model trained on CT abdomen phantoms at 3 mm until liver and spleen separate."""
+    from duplus.data.phantoms import make_phantoms
+
+    root = tmp_path_factory.mktemp("seg")
+    make_phantoms(root / "ph", cases=4, test_cases=1, shape=(48, 48, 48), progress=False)
+    cfg = {
+        "datasets": [{"spec": str(root / "ph" / "Task01_PhantomAbdomenCT" / "dataset.json")}],
+        "cache_dir": str(root / "cache"),
+        "preprocess": {"spacing": [3.0, 3.0, 3.0]},
+        "model": {"preset": "tiny"},
+        "patch_size": [32, 32, 32],
+        "batch_size": 2,
+        "iterations": 160,
+        "steps_per_epoch": 160,
+        "warmup_steps": 10,
+        "lr": 0.003,
+        "val_fraction": 0.0,
+        "paraphrase_t2": False,
+        "augment": "none",
+        "threads": 2,
+    }
+    (root / "c.yaml").write_text(yaml.safe_dump(cfg))
+    run_training(config=root / "c.yaml", out=root / "run", progress=False)
+    return root / "run" / "checkpoint_last.pt"
+
+
+@pytest.mark.parametrize("style", ["lps", "permuted", "oblique"])
+def test_output_keeps_input_geometry(tmp_path, trained, style):
+    case = make_phantom_case(
+        11, kind="abdomen", modality="CT", shape=(40, 44, 30), spacing=(2.4, 2.2, 3.1), affine_style=style
+    )
+    path = save_nifti(case.image, case.affine, tmp_path / "in.nii.gz")
+    before = path.read_bytes()
+    rc = main(["segment", "-i", str(path), "-o", str(tmp_path / "out"), "-c", str(trained),
+               "--modality", "CT", "--region", "abdomen", "--targets", "liver", "spleen", "-q"])  # fmt: skip
+    assert rc == 0
+    assert path.read_bytes() == before
+    for target in ("liver", "spleen"):
+        out = nib.load(str(tmp_path / "out" / "in" / f"{target}.nii.gz"))
+        assert out.shape == case.image.shape
+        assert np.array_equal(out.affine, nib.load(str(path)).affine)
+        assert out.get_data_dtype() == np.uint8
+
+
+def test_liver_and_spleen_prompts_give_disjoint_masks(trained):
+    predictor = Predictor.from_checkpoint(trained)
+    case = make_phantom_case(21, kind="abdomen", modality="CT", shape=(48, 48, 48), affine_style="lps")
+    vol = load_like(case)
+    liver = predictor.predict(vol, "CT", "abdomen", ["liver"]).masks[0].astype(bool)
+    spleen = predictor.predict(vol, "CT", "abdomen", ["spleen"]).masks[0].astype(bool)
+    assert liver.sum() > 100 and spleen.sum() > 20
+    assert (liver & spleen).sum() <= 0.02 * min(liver.sum(), spleen.sum())
+    ref_liver = target_mask(case.label, case.label_names, "liver")
+    ref_spleen = target_mask(case.label, case.label_names, "spleen")
+    assert dice(liver, ref_liver) > 0.7
+    assert dice(spleen, ref_spleen) > 0.3 and dice(spleen, ref_liver) < 0.05
+
+
+def test_target_result_does_not_depend_on_other_targets(trained):
+    predictor = Predictor.from_checkpoint(trained)
+    vol = load_like(make_phantom_case(5, kind="abdomen", modality="CT", shape=(48, 48, 48)))
+    alone = predictor.predict(vol, "CT", "abdomen", ["spleen"]).probabilities[0]
+    among = predictor.predict(vol, "CT", "abdomen", ["liver", "spleen", "left kidney"]).probabilities[1]
+    np.testing.assert_allclose(alone, among, atol=1e-5)
+
+
+def test_multilabel_output_and_evaluate(tmp_path, trained):
+    case = make_phantom_case(3, kind="abdomen", modality="CT", shape=(48, 48, 48), affine_style="permuted")
+    save_nifti(case.image, case.affine, tmp_path / "scans" / "pat1_0000.nii.gz")
+    ref = np.zeros(case.label.shape, np.uint8)
+    ref[target_mask(case.label, case.label_names, "liver")] = 1
+    ref[target_mask(case.label, case.label_names, "spleen")] = 2
+    save_nifti(ref, case.affine, tmp_path / "ref" / "pat1.nii.gz")
+    (tmp_path / "ref_labels.json").write_text(
+        json.dumps({"labels": {"0": "background", "1": "liver", "2": "spleen"}})
+    )
+    out = tmp_path / "ml"
+    assert main(["segment", "-i", str(tmp_path / "scans"), "-o", str(out), "-c", str(trained), "--modality", "CT",
+                 "--region", "abdomen", "--targets", "liver", "spleen", "--ml", "-q"]) == 0  # fmt: skip
+    labels = json.loads((out / "labels.json").read_text())
+    assert labels["labels"] == {"0": "background", "1": "liver", "2": "spleen"}
+    assert labels["prompts"]["t1"] == "A CT scan of the abdomen"
+    ml = load_nifti(out / "pat1.nii.gz", is_label=True)
+    assert set(np.unique(ml.array)) <= {0, 1, 2}
+    rc = main(["evaluate", "--pred", str(out), "--ref", str(tmp_path / "ref"), "--labels", str(tmp_path / "ref_labels.json"),
+               "--out", str(tmp_path / "eval")])  # fmt: skip
+    assert rc == 0
+    rows = (tmp_path / "eval" / "metrics.csv").read_text().strip().splitlines()
+    assert rows[0] == "case,target,dice,hd95,nsd" and len(rows) == 3
+    liver_dice = float(rows[1].split(",")[2])
+    assert liver_dice > 0.7
+    assert "| liver |" in (tmp_path / "eval" / "metrics.md").read_text()
+
+
+def load_like(case):
+    from duplus.data.io import Volume
+
+    return Volume(array=case.image[None].astype(np.float32), affine=case.affine)
+
+
+def dice(a: np.ndarray, b: np.ndarray) -> float:
+    return float(2 * (a & b).sum() / max(a.sum() + b.sum(), 1))
