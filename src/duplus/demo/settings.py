@@ -1,0 +1,58 @@
+"""Sizes of the demo: the full run (about 10 minutes on 2 CPU cores) and the ``--quick`` smoke run."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+
+@dataclass
+class DemoSettings:
+    cases: int = 8  # training cases per phantom dataset
+    test_cases: int = 2  # held-out cases per dataset
+    shape: int = 96  # phantom grid (96 mm field of view)
+    cohort: int = 160  # patients in the prognosis cohort
+    cohort_shape: int = 48
+    iterations: int = 800
+    steps_per_epoch: int = 200
+    patch_size: list[int] = field(default_factory=lambda: [48, 48, 48])
+    val_every: int = 2
+    adapt_iterations: int = 150
+    adapt_train: list[str] = field(default_factory=lambda: ["text_lora", "head"])
+    prognosis_epochs: int = 30
+    prognosis_folds: int = 3
+    prognosis_repeats: int = 1
+    paraphrases: int = 6
+    eval_limit: int | None = None  # test cases per dataset (None = all)
+    overlap: float = 0.25
+    threads: int = 2
+    seed: int = 0
+    quick: bool = False
+
+    @classmethod
+    def full(cls) -> DemoSettings:
+        return cls()
+
+    @classmethod
+    def smoke(cls) -> DemoSettings:
+        """A smoke run of about 2 minutes: tiny data, few steps; numbers are not meaningful."""
+        return cls(
+            cases=2,
+            test_cases=1,
+            shape=48,
+            cohort=40,
+            cohort_shape=32,
+            iterations=12,
+            steps_per_epoch=12,
+            patch_size=[32, 32, 32],
+            val_every=1,
+            adapt_iterations=4,
+            prognosis_epochs=2,
+            prognosis_folds=2,
+            paraphrases=5,
+            eval_limit=1,
+            quick=True,
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)

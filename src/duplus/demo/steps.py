@@ -1,0 +1,187 @@
+"""The demo's steps, each a small function over library code (see :func:`duplus.demo.run_demo`)."""
+
+from __future__ import annotations
+
+import logging
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from duplus.config import TrainConfig, from_dict, load_yaml
+from duplus.data.specs import DatasetSpec, load_dataset_spec
+from duplus.demo.experiments import evaluate_test_set, organ_control, paraphrase_robustness, t1_mismatch
+from duplus.demo.settings import DemoSettings
+from duplus.inference.predictor import Predictor
+
+logger = logging.getLogger(__name__)
+
+# Datasets the demo model trains on (Task02, the pancreas, is held out for adaptation).
+TRAINED = ("Task01_PhantomAbdomenCT", "Task03_PhantomAbdomenMRI", "Task04_PhantomBrainMRI",
+           "Task05_PhantomLiverTumourCT", "Task06_PhantomHeadNeckPET")  # fmt: skip
+HELD_OUT = "Task02_PhantomPancreasCT"
+WRONG_T1 = "A MRI scan of the head"
+
+
+def demo_config_path() -> Path:
+    return Path(str(resources.files("duplus") / "resources" / "configs" / "demo.yaml"))
+
+
+def make_data(root: Path, s: DemoSettings, progress: bool) -> dict[str, Path]:
+    from duplus.data.phantoms import make_phantoms
+
+    return make_phantoms(
+        root,
+        cases=s.cases,
+        seed=s.seed,
+        shape=(s.shape,) * 3,
+        test_cases=s.test_cases,
+        cohort_cases=s.cohort,
+        cohort_shape=(s.cohort_shape,) * 3,
+        progress=progress,
+    )
+
+
+def build_demo_config(phantoms: dict[str, Path], run_dir: Path, s: DemoSettings) -> TrainConfig:
+    """``configs/demo.yaml`` pointed at this run's phantoms, sized by the settings."""
+    raw = load_yaml(demo_config_path())
+    by_name = {Path(d["spec"]).parent.name: d for d in raw["datasets"]}
+    for name, entry in by_name.items():
+        entry["spec"] = str(phantoms[name] / "dataset.json")
+    raw.update(
+        iterations=s.iterations,
+        steps_per_epoch=s.steps_per_epoch,
+        patch_size=list(s.patch_size),
+        val_every=s.val_every,
+        seed=s.seed,
+        threads=s.threads,
+        cache_dir=str(run_dir.parent / "cache"),
+    )
+    return from_dict(TrainConfig, raw, where=str(demo_config_path()))
+
+
+def train_model(
+    phantoms: dict[str, Path], run_dir: Path, s: DemoSettings, progress: bool
+) -> tuple[Path, dict]:
+    """Train (or finish training, when ``run_dir`` holds an interrupted run) the demo model."""
+    from duplus.training.trainer import BEST, LAST, Trainer
+
+    cfg = build_demo_config(phantoms, run_dir, s)
+    trainer = Trainer(cfg, run_dir, resume=(run_dir / LAST).exists(), progress=progress)
+    metrics = trainer.fit()
+    ckpt = run_dir / BEST if (run_dir / BEST).exists() else run_dir / LAST
+    return ckpt, {k: float(v) for k, v in metrics.items()} | {
+        "encoder_calls_after_warmup": _encoder_calls(trainer)
+    }
+
+
+def _encoder_calls(trainer: Any) -> int:
+    """Text-encoder forward passes during the training loop, after the prompt-cache warm-up."""
+    if not hasattr(trainer, "text_encoder"):
+        return 0
+    return int(trainer.text_encoder.forward_count - trainer.encoder_calls_after_warmup)
+
+
+def load_predictor(ckpt: Path) -> Predictor:
+    return Predictor.from_checkpoint(ckpt, device="cpu")
+
+
+def _spec(phantoms: dict[str, Path], name: str) -> DatasetSpec:
+    return load_dataset_spec(phantoms[name] / "dataset.json")
+
+
+def segment_test_sets(
+    predictor: Predictor, phantoms: dict[str, Path], figures: Path, s: DemoSettings
+) -> list[dict]:
+    rows: list[dict] = []
+    for name in TRAINED:
+        spec = _spec(phantoms, name)
+        rows += evaluate_test_set(
+            predictor, spec, limit=s.eval_limit, overlap=s.overlap, figure=figures / f"overlay_{name}.png"
+        )
+    return rows
+
+
+def t1_experiment(predictor: Predictor, phantoms: dict[str, Path], s: DemoSettings) -> list[dict]:
+    rows = []
+    for name in ("Task01_PhantomAbdomenCT", "Task03_PhantomAbdomenMRI"):
+        spec = _spec(phantoms, name)
+        wrong = WRONG_T1 if spec.modality == "CT" else "A CT scan of the head and neck"
+        rows += [
+            {"dataset": spec.name, **r}
+            for r in t1_mismatch(predictor, spec, wrong, limit=s.eval_limit, overlap=s.overlap)
+        ]
+    return rows
+
+
+def organ_experiment(predictor: Predictor, phantoms: dict[str, Path], s: DemoSettings) -> list[dict]:
+    spec = _spec(phantoms, "Task01_PhantomAbdomenCT")
+    return organ_control(predictor, spec, "liver", "spleen", limit=s.eval_limit, overlap=s.overlap)
+
+
+def paraphrase_experiment(predictor: Predictor, phantoms: dict[str, Path], s: DemoSettings) -> list[dict]:
+    spec = _spec(phantoms, "Task01_PhantomAbdomenCT")
+    return paraphrase_robustness(
+        predictor, spec, paraphrases=s.paraphrases, limit=s.eval_limit, overlap=s.overlap
+    )
+
+
+def adapt_experiment(
+    ckpt: Path, phantoms: dict[str, Path], out: Path, s: DemoSettings, progress: bool
+) -> dict:
+    """Teach the trained model the held-out pancreas with a small adapter; measure forgetting."""
+    from duplus.adapt.api import adapt_checkpoint
+    from duplus.adapt.config import AdaptConfig
+
+    config = {
+        "datasets": [{"spec": str(phantoms[HELD_OUT] / "dataset.json"), "exclude_targets": ["aorta"]}],
+        "train": list(s.adapt_train),
+        "iterations": s.adapt_iterations,
+        "steps_per_epoch": s.adapt_iterations,
+        "patch_size": list(s.patch_size),
+        "seed": s.seed,
+        "threads": s.threads,
+    }
+    report = dict(adapt_checkpoint(ckpt, from_dict(AdaptConfig, config), out, merge=False, progress=progress))
+    md = Path(report.get("report_md", out / "adapt_report.md"))
+    report["markdown"] = md.read_text().split("\n", 1)[-1] if md.is_file() else ""
+    return report
+
+
+def prognosis_experiment(
+    ckpt: Path, phantoms: dict[str, Path], out: Path, figures: Path, s: DemoSettings, progress: bool
+) -> dict:
+    """Image / EHR / both C-indices on the synthetic HECKTOR-layout cohort, beside a CoxPH baseline."""
+    from duplus.prognosis.api import run_cohort_cv
+
+    return run_cohort_cv(
+        hecktor=phantoms["HECKTOR_Phantom"],
+        checkpoint=ckpt,
+        out=out,
+        km_figure=figures / "km_both.png",
+        overrides={
+            "epochs": s.prognosis_epochs,
+            "folds": s.prognosis_folds,
+            "repeats": s.prognosis_repeats,
+            "seed": s.seed,
+            # a CPU-sized adapter: rank 8 on the last two transformer layers (the paper: r=32, alpha=128, all)
+            "lora_r": 8,
+            "lora_alpha": 16.0,
+            "lora_targets": r"encoder\.layer\.[45]\..*",
+        },
+        progress=progress,
+    )
+
+
+def summarise(rows: list[dict], by: list[str], value: str = "dice") -> pd.DataFrame:
+    df = pd.DataFrame(rows)
+    if df.empty:
+        return df
+    return df.groupby(by, sort=False)[value].agg(["mean", "std", "count"]).reset_index().fillna(0.0)
+
+
+def mean_of(rows: list[dict], value: str = "dice") -> float:
+    vals = [r[value] for r in rows if value in r and np.isfinite(r[value])]
+    return float(np.mean(vals)) if vals else float("nan")
