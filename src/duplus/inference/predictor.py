@@ -117,7 +117,7 @@ class Predictor:
         from duplus.text.cache import EmbeddingCache
 
         self.device = torch.device(device)
-        self.model = model.to(self.device).eval()
+        self.model: Any = model.to(self.device).eval()
         self.text_encoder = text_encoder
         self.prompt_cache: Any = EmbeddingCache(text_encoder)  # or an adapted model's PromptRouter
         self.preprocess = preprocess

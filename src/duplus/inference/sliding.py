@@ -45,7 +45,7 @@ def predict_volume_logits(
     if image.shape[0] != 1:
         raise ValueError("predict_volume_logits takes one image at a time (batch size 1)")
     with torch.no_grad():
-        return sliding_window_inference(
+        logits = sliding_window_inference(
             image,
             roi_size=tuple(int(r) for r in roi_size),
             sw_batch_size=sw_batch_size,
@@ -57,3 +57,5 @@ def predict_volume_logits(
             progress=progress,
             cond=cond,
         )
+    assert isinstance(logits, torch.Tensor)
+    return logits

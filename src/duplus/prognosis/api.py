@@ -129,7 +129,7 @@ def hecktor_cases(folder: str | Path, split: str = "training") -> list[tuple[str
 def folder_cases(images: str | Path, ids: list[str]) -> list[tuple[str, list[Path], Path | None]]:
     """Images matched by patient id in a folder: ``<id>__PT.nii.gz`` (+ ``__CT``) or ``<id>.nii.gz``."""
     root = Path(images)
-    out = []
+    out: list[tuple[str, list[Path], Path | None]] = []
     for pid in ids:
         pet = sorted(root.glob(f"{pid}__PT.nii*"))
         ct = sorted(root.glob(f"{pid}__CT.nii*"))

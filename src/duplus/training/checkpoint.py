@@ -27,7 +27,7 @@ FORMAT_VERSION = 1
 
 def capture_rng_state() -> dict[str, Any]:
     """RNG states of torch, numpy and ``random`` as weights-only-safe values."""
-    np_state = np.random.get_state()
+    np_state: Any = np.random.get_state()
     state: dict[str, Any] = {
         "torch": torch.get_rng_state(),
         "numpy": {

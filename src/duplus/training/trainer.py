@@ -213,7 +213,7 @@ class Trainer:
             self.ema.update_parameters(self.model)
         return {"loss": float(loss.detach()), "lr": self.optimizer.param_groups[0]["lr"]}
 
-    def eval_model(self) -> nn.Module:
+    def eval_model(self) -> Any:
         return self.ema.module if self.ema is not None else self.model
 
     def validation_step(self, dataset_index: int, case: Any) -> dict[str, float]:
@@ -268,9 +268,10 @@ class Trainer:
             self.best_metric = score
             self.save(BEST)
         self.save(LAST)
-        if getattr(self, "tb", None) is not None:
+        tb = getattr(self, "tb", None)
+        if tb is not None:
             for k, v in metrics.items():
-                self.tb.add_scalar(k, v, self.step)
+                tb.add_scalar(k, v, self.step)
         logger.info(
             "epoch %d step %d: %s", epoch, self.step, ", ".join(f"{k}={v:.4f}" for k, v in metrics.items())
         )
