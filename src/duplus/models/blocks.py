@@ -1,0 +1,190 @@
+"""Building blocks of the residual 3D U-Net: residual conv blocks, down- and up-sampling.
+
+Every block that can be conditioned by the T1 prompt takes an optional ``modulate`` callable,
+applied right after the block's last normalisation (before the residual addition and the final
+activation), which is where FiLM / the channel gate act (see :mod:`duplus.models.film`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+from torch import Tensor, nn
+
+from duplus.errors import ConfigError
+
+Modulator = Callable[[Tensor], Tensor]
+
+ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
+    "leakyrelu": lambda: nn.LeakyReLU(negative_slope=0.01, inplace=True),
+    "elu": lambda: nn.ELU(inplace=True),
+    "relu": lambda: nn.ReLU(inplace=True),
+}
+
+
+def build_activation(name: str) -> nn.Module:
+    """A fresh activation module by name (``leakyrelu`` | ``elu`` | ``relu``)."""
+    try:
+        return ACTIVATIONS[name.lower()]()
+    except KeyError:
+        raise ConfigError(f"unknown activation {name!r}; expected one of {', '.join(ACTIVATIONS)}") from None
+
+
+def _check_spatial_dims(spatial_dims: int) -> None:
+    if spatial_dims != 3:
+        raise ConfigError(f"spatial_dims={spatial_dims}: only 3D networks are supported")
+
+
+class ConvNormAct(nn.Sequential):
+    """``Conv3d(k) -> InstanceNorm3d(affine) -> activation``; used by the modality stems.
+
+    Args:
+        spatial_dims: must be 3.
+        in_channels: input channels.
+        out_channels: output channels.
+        kernel_size: cubic kernel size (odd; padding keeps the size at stride 1).
+        stride: convolution stride.
+        act: activation name.
+    """
+
+    def __init__(
+        self,
+        spatial_dims: int,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int = 3,
+        stride: int = 1,
+        act: str = "leakyrelu",
+    ) -> None:
+        _check_spatial_dims(spatial_dims)
+        super().__init__(
+            nn.Conv3d(in_channels, out_channels, kernel_size, stride, padding=kernel_size // 2, bias=False),
+            nn.InstanceNorm3d(out_channels, affine=True),
+            build_activation(act),
+        )
+
+
+class ResidualBlock(nn.Module):
+    """Residual block: ``conv3 -> norm -> act -> conv3 -> norm -> [modulate] -> (+ shortcut) -> act``.
+
+    The shortcut is the identity, or a 1x1x1 convolution + norm when the channel count or the
+    stride changes. With ``stride=2`` the block also downsamples (the U-Net's "down" step).
+
+    Args:
+        spatial_dims: must be 3.
+        in_channels: input channels ``C_in``.
+        out_channels: output channels ``C_out``.
+        stride: stride of the first convolution and of the shortcut (1 or 2).
+        act: activation name (``leakyrelu`` | ``elu`` | ``relu``).
+
+    Shapes:
+        ``x (B, C_in, D, H, W) -> (B, C_out, D/stride, H/stride, W/stride)``.
+    """
+
+    def __init__(
+        self,
+        spatial_dims: int,
+        in_channels: int,
+        out_channels: int,
+        stride: int = 1,
+        act: str = "leakyrelu",
+    ) -> None:
+        super().__init__()
+        _check_spatial_dims(spatial_dims)
+        self.in_channels = in_channels
+        self.out_channels = out_channels
+        self.conv1 = nn.Conv3d(in_channels, out_channels, 3, stride, padding=1, bias=False)
+        self.norm1 = nn.InstanceNorm3d(out_channels, affine=True)
+        self.act1 = build_activation(act)
+        self.conv2 = nn.Conv3d(out_channels, out_channels, 3, 1, padding=1, bias=False)
+        self.norm2 = nn.InstanceNorm3d(out_channels, affine=True)
+        self.act2 = build_activation(act)
+        self.shortcut: nn.Module
+        if in_channels != out_channels or stride != 1:
+            self.shortcut = nn.Sequential(
+                nn.Conv3d(in_channels, out_channels, 1, stride, bias=False),
+                nn.InstanceNorm3d(out_channels, affine=True),
+            )
+        else:
+            self.shortcut = nn.Identity()
+
+    def forward(self, x: Tensor, modulate: Modulator | None = None) -> Tensor:
+        """Apply the block.
+
+        Args:
+            x: features ``(B, C_in, D, H, W)``.
+            modulate: optional conditioning applied after the second norm, ``(B, C_out, ...)`` to
+                the same shape (FiLM or the channel gate).
+
+        Returns:
+            ``(B, C_out, D', H', W')``.
+        """
+        h = self.act1(self.norm1(self.conv1(x)))
+        h = self.norm2(self.conv2(h))
+        if modulate is not None:
+            h = modulate(h)
+        return self.act2(h + self.shortcut(x))
+
+
+class UpSample(nn.Module):
+    """Transposed convolution, kernel 2 stride 2: doubles each spatial size.
+
+    Shapes:
+        ``x (B, C_in, D, H, W) -> (B, C_out, 2D, 2H, 2W)``.
+    """
+
+    def __init__(self, spatial_dims: int, in_channels: int, out_channels: int) -> None:
+        super().__init__()
+        _check_spatial_dims(spatial_dims)
+        self.conv = nn.ConvTranspose3d(in_channels, out_channels, kernel_size=2, stride=2, bias=False)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.conv(x)
+
+
+def init_weights(module: nn.Module, neg_slope: float = 0.01) -> None:
+    """Kaiming-normal initialisation of every conv in ``module`` (nnU-Net's choice); biases zero."""
+    for m in module.modules():
+        if isinstance(m, nn.Conv3d | nn.ConvTranspose3d):
+            nn.init.kaiming_normal_(m.weight, a=neg_slope)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+
+
+def per_stage(value: int | Sequence[int], n: int, what: str) -> tuple[int, ...]:
+    """``value`` repeated ``n`` times if it is an int, else checked to hold ``n`` positive ints."""
+    out = (int(value),) * n if isinstance(value, int) else tuple(int(v) for v in value)
+    if len(out) != n or min(out) < 1:
+        raise ConfigError(f"{what}: expected a positive int or {n} positive ints, got {value!r}")
+    return out
+
+
+def stage_blocks(
+    spatial_dims: int,
+    in_channels: int,
+    out_channels: int,
+    num_blocks: int,
+    stride: int,
+    act: str,
+) -> nn.ModuleList:
+    """``num_blocks`` residual blocks; the first maps ``in -> out`` with ``stride``, the rest ``out -> out``."""
+    if num_blocks < 1:
+        raise ConfigError(f"a stage needs at least one residual block, got {num_blocks}")
+    blocks = [ResidualBlock(spatial_dims, in_channels, out_channels, stride=stride, act=act)]
+    blocks += [
+        ResidualBlock(spatial_dims, out_channels, out_channels, act=act) for _ in range(num_blocks - 1)
+    ]
+    return nn.ModuleList(blocks)
+
+
+__all__ = [
+    "ACTIVATIONS",
+    "ConvNormAct",
+    "Modulator",
+    "ResidualBlock",
+    "UpSample",
+    "build_activation",
+    "init_weights",
+    "per_stage",
+    "stage_blocks",
+]
