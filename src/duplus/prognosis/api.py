@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -141,13 +142,10 @@ def folder_cases(images: str | Path, ids: list[str]) -> list[tuple[str, list[Pat
     return out
 
 
-def _features_for(args: argparse.Namespace, out: Path, ids: list[str] | None, split: str) -> Path | None:
-    if args.mode == "ehr" and getattr(args, "modes", None) in (None, ["ehr"]):
-        return None
+def _features_for(args: argparse.Namespace, out: Path, ids: list[str] | None, split: str) -> Path:
+    """Image features of the cohort named by ``--hecktor`` or ``--images``, from ``-c CHECKPOINT``."""
     if not args.checkpoint:
-        if args.mode == "ehr":
-            return None
-        raise ConfigError(f"prognosis mode '{args.mode}' needs image features: pass -c CHECKPOINT")
+        raise ConfigError("image modes need features from a segmentation model: pass -c CHECKPOINT")
     if args.hecktor:
         cases = hecktor_cases(args.hecktor, split)
     elif args.images:
@@ -155,7 +153,7 @@ def _features_for(args: argparse.Namespace, out: Path, ids: list[str] | None, sp
             raise ConfigError("--images needs the clinical CSV's patient ids")
         cases = folder_cases(args.images, ids)
     else:
-        raise ConfigError("image features need --hecktor or --images")
+        raise ConfigError("image modes need images: pass --hecktor FOLDER or --images FOLDER")
     out.mkdir(parents=True, exist_ok=True)
     return compute_cohort_features(cases, args.checkpoint, out / "image_features.npz")
 
@@ -197,40 +195,27 @@ def run_prognosis_command(args: argparse.Namespace) -> None:
         raise ConfigError("pass --hecktor FOLDER or --clinical CSV")
     cols = {"id_col": args.id_col, "time_col": args.time_col, "event_col": args.event_col}
     out = Path(args.out)
-    overrides: dict[str, Any] = {}
-    config: Any = args.config
-    if args.prognosis_command in ("cv", "train"):
-        cfg = cv.load_prognosis_cfg(args.config)
-        cfg.mode = args.mode
-        for key in ("folds", "repeats"):
-            if getattr(args, key, None):
-                setattr(cfg, key, getattr(args, key))
-        config = cfg
-    ids = None
-    if args.clinical and args.images:
-        ids = cv.load_cohort(args.clinical, **cols)[0]["id"].tolist()
-    if args.prognosis_command == "cv":
-        modes = tuple(args.modes or ("image", "ehr", "both"))
-        if not args.checkpoint and not args.images and not args.hecktor:
-            modes = ("ehr",)
-        args.modes = list(modes)
-        feats = None if modes == ("ehr",) else _features_for(args, out, ids, "training")
-        if feats is None:
-            modes = tuple(m for m in modes if m == "ehr")
-            if not modes:
-                raise ConfigError("image modes need -c CHECKPOINT and images (--hecktor or --images)")
-        summary = cv.run_prognosis_cv(data, out, config=config, modes=modes, features=feats, **cols)
-        print((out / "cv_summary.md").read_text())
-        del summary, overrides
-    elif args.prognosis_command == "train":
-        feats = _features_for(args, out, ids, "training")
-        model_dir = cv.run_prognosis_train(data, out, config=config, features=feats, **cols)
-        print(f"prognosis model written to {model_dir}")
-    else:
+    ids = cv.load_cohort(args.clinical, **cols)[0]["id"].tolist() if args.clinical and args.images else None
+    if args.prognosis_command == "predict":
         from duplus.prognosis.model import load_prognosis_config
 
         mode = load_prognosis_config(args.model).mode
-        args.mode = mode
-        feats = _features_for(args, out.parent / f".{out.stem}_features", ids, "testing")
-        path = cv.run_prognosis_predict(args.model, data, out, features=feats, id_col=args.id_col)
+        with tempfile.TemporaryDirectory(prefix="duplus-features-") as tmp:
+            feats = _features_for(args, Path(tmp), ids, "testing") if mode != "ehr" else None
+            path = cv.run_prognosis_predict(args.model, data, out, features=feats, id_col=args.id_col)
         print(f"predictions written to {path}")
+        return
+    cfg = cv.load_prognosis_cfg(args.config)
+    cfg.mode = args.mode
+    for key in ("folds", "repeats"):
+        if getattr(args, key, None):
+            setattr(cfg, key, getattr(args, key))
+    if args.prognosis_command == "cv":
+        modes = tuple(args.modes or (("image", "ehr", "both") if args.checkpoint else ("ehr",)))
+        feats = _features_for(args, out, ids, "training") if any(m != "ehr" for m in modes) else None
+        cv.run_prognosis_cv(data, out, config=cfg, modes=modes, features=feats, **cols)
+        print((out / "cv_summary.md").read_text())
+    else:
+        feats = _features_for(args, out, ids, "training") if cfg.mode != "ehr" else None
+        model_dir = cv.run_prognosis_train(data, out, config=cfg, features=feats, **cols)
+        print(f"prognosis model written to {model_dir}")
