@@ -18,8 +18,8 @@ class DemoSettings:
     patch_size: list[int] = field(default_factory=lambda: [48, 48, 48])
     val_every: int = 2
     adapt_iterations: int = 150
-    adapt_train: list[str] = field(default_factory=lambda: ["text_lora", "head"])
-    prognosis_epochs: int = 30
+    adapt_train: list[str] = field(default_factory=lambda: ["text_lora"])
+    prognosis_epochs: int = 20
     prognosis_folds: int = 3
     prognosis_repeats: int = 1
     paraphrases: int = 6

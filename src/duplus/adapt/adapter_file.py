@@ -1,0 +1,238 @@
+"""The adapter file of ``duplus adapt`` (``RUN/adapter.pt``) and the merged checkpoint (``--merge``).
+
+An adapter file is a plain dict of tensors and JSON-like values (written atomically, read with
+``torch.load(weights_only=True)``)::
+
+    format, format_version, duplus_version
+    base_checkpoint   {path, sha256}: the checkpoint it adapts; checked when it is applied
+    adapt_config      the resolved AdaptConfig
+    train             the parts that trained
+    text_lora         {r, alpha, dropout, target_modules, state_dict} or None
+    backbone_lora     {r, alpha, dropout, target_modules, state_dict} or None
+    model_state       trained network tensors (head / conditioner), by their state-dict names
+    scope             {prompts, datasets, added_targets}: the prompts the text adapter serves
+    label_space       the base label space extended with the new targets
+
+:func:`apply_adapter_file` puts it on a base model and text encoder and returns the
+:class:`~duplus.adapt.router.PromptRouter` to embed prompts with. :func:`merge_adapter` writes a
+standalone checkpoint: network adapters folded in, the adapted prompts' embeddings stored as a
+``prompt_overrides`` table, the label space extended.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from duplus import __version__
+from duplus.adapt.lora import apply_lora, has_lora, lora_state_dict, merge_lora
+from duplus.adapt.router import PromptRouter
+from duplus.errors import CheckpointError
+from duplus.fileio import atomic_path
+
+__all__ = [
+    "ADAPTER_FILE_FORMAT",
+    "apply_adapter_file",
+    "file_sha256",
+    "lora_entry",
+    "merge_adapter",
+    "read_adapter_file",
+    "write_adapter_file",
+]
+
+logger = logging.getLogger(__name__)
+
+ADAPTER_FILE_FORMAT = "duplus-adapter"
+ADAPTER_FILE_VERSION = 1
+
+
+def file_sha256(path: str | Path, chunk: int = 1 << 20) -> str:
+    """Hex SHA-256 of a file, read in chunks."""
+    h = hashlib.sha256()
+    with Path(path).open("rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def lora_entry(module: nn.Module, settings: dict[str, Any]) -> dict[str, Any]:
+    """``settings`` (r, alpha, dropout, resolved target_modules) plus ``module``'s LoRA weights."""
+    return {**settings, "state_dict": lora_state_dict(module)}
+
+
+def write_adapter_file(path: str | Path, payload: dict[str, Any]) -> Path:
+    """Write ``payload`` with the format header to ``path`` atomically."""
+    path = Path(path)
+    data = {
+        "format": ADAPTER_FILE_FORMAT,
+        "format_version": ADAPTER_FILE_VERSION,
+        "duplus_version": __version__,
+        **payload,
+    }
+    with atomic_path(path, suffix=".tmp") as tmp:
+        torch.save(data, tmp)
+    return path
+
+
+def read_adapter_file(path: str | Path) -> dict[str, Any]:
+    """Load and check an adapter file.
+
+    Raises:
+        CheckpointError: missing, unreadable, pickled code, or not a DuPLUS adapter file.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(path, "adapter file not found")
+    try:
+        data = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - any unpickling failure means "not our file"
+        raise CheckpointError(path, f"not a readable adapter file ({type(exc).__name__})") from exc
+    if not isinstance(data, dict) or data.get("format") != ADAPTER_FILE_FORMAT:
+        raise CheckpointError(path, "not a DuPLUS adapter file (written by `duplus adapt`)")
+    if int(data.get("format_version", 0)) > ADAPTER_FILE_VERSION:
+        raise CheckpointError(path, f"adapter format {data['format_version']} is newer than this duplus")
+    return data
+
+
+def check_base_checkpoint(adapter: dict[str, Any], adapter_path: Path, base_checkpoint: Path | None) -> None:
+    """Compare ``base_checkpoint``'s SHA-256 with the one the adapter was trained on.
+
+    Raises:
+        CheckpointError: a different checkpoint (its message names both files).
+    """
+    recorded = adapter.get("base_checkpoint", {})
+    if base_checkpoint is None:
+        logger.warning(
+            "%s: base checkpoint not given; cannot verify it is %s", adapter_path, recorded.get("path")
+        )
+        return
+    actual = file_sha256(base_checkpoint)
+    if actual != recorded.get("sha256"):
+        raise CheckpointError(
+            adapter_path,
+            f"adapter was trained on base checkpoint {recorded.get('path')} (sha256 {str(recorded.get('sha256'))[:12]}), "
+            f"but {base_checkpoint} has sha256 {actual[:12]}; use the checkpoint it was trained from",
+        )
+
+
+def _load_lora(module: nn.Module, entry: dict[str, Any], path: Path, what: str) -> None:
+    try:
+        apply_lora(
+            module,
+            r=int(entry["r"]),
+            alpha=float(entry["alpha"]),
+            dropout=float(entry["dropout"]),
+            target_modules=list(entry["target_modules"]),
+        )
+    except (KeyError, ValueError) as exc:
+        raise CheckpointError(path, f"{what} adapter does not fit the base model: {exc}") from exc
+    saved, current = entry["state_dict"], lora_state_dict(module)
+    if set(saved) != set(current):
+        raise CheckpointError(path, f"{what} adapter weights do not match the base model's layers")
+    for k, v in saved.items():
+        if tuple(v.shape) != tuple(current[k].shape):
+            raise CheckpointError(
+                path,
+                f"{what} adapter weight {k} has shape {tuple(v.shape)}, expected {tuple(current[k].shape)}",
+            )
+    module.load_state_dict(saved, strict=False)
+    for p in module.parameters():
+        p.requires_grad_(False)
+
+
+def _load_model_state(model: nn.Module, state: dict[str, torch.Tensor], path: Path) -> None:
+    own = model.state_dict()
+    bad = [k for k, v in state.items() if k not in own or tuple(own[k].shape) != tuple(v.shape)]
+    if bad:
+        raise CheckpointError(path, f"adapter tensor {bad[0]} does not fit the base model")
+    model.load_state_dict(state, strict=False)
+
+
+def apply_adapter_file(
+    model: nn.Module, encoder: Any, path: str | Path, base_checkpoint: str | Path | None = None
+) -> PromptRouter:
+    """Put an adapter on a base model and its text encoder (in place, for inference).
+
+    Args:
+        model: the base DuPLUS network, weights loaded from ``base_checkpoint``.
+        encoder: the base :class:`~duplus.text.encoder.TextEncoder`.
+        path: the adapter file.
+        base_checkpoint: the base checkpoint file, to verify (SHA-256) that the adapter was
+            trained on it; ``None`` skips the check with a warning.
+
+    Returns:
+        The :class:`PromptRouter` that embeds prompts for the adapted model (eval mode).
+
+    Raises:
+        CheckpointError: not an adapter file, the wrong base checkpoint, or weights that do not fit.
+    """
+    path = Path(path)
+    data = read_adapter_file(path)
+    check_base_checkpoint(data, path, Path(base_checkpoint) if base_checkpoint is not None else None)
+    if data.get("text_lora"):
+        _load_lora(encoder.model, data["text_lora"], path, "text-encoder")
+        encoder.eval()
+    if data.get("backbone_lora"):
+        _load_lora(model, data["backbone_lora"], path, "backbone")
+    _load_model_state(model, data.get("model_state", {}), path)
+    scope = data.get("scope", {})
+    router = PromptRouter(
+        encoder,
+        scope=scope.get("prompts", []) if data.get("text_lora") else [],
+        added_targets=scope.get("added_targets", []),
+    )
+    logger.info(
+        "adapter %s applied (%s); %d adapted prompts, new targets %s",
+        path,
+        ", ".join(data.get("train", [])),
+        len(router.scope),
+        router.added_targets,
+    )
+    return router.eval()
+
+
+def merge_adapter(base_checkpoint: str | Path, adapter: str | Path, out: str | Path) -> Path:
+    """Write a standalone checkpoint: the base with the adapter folded in.
+
+    Network adapters are merged into their layers (same architecture and parameter names as the
+    base), trained head/conditioner tensors replace the base's, the adapted prompts' embeddings
+    become a ``prompt_overrides`` table that the predictor uses before its text encoder, and the
+    label space and dataset list are extended with the new task. The result loads with
+    :meth:`duplus.inference.predictor.Predictor.from_checkpoint` alone.
+    """
+    from duplus.inference.predictor import Predictor
+    from duplus.training.checkpoint import load_checkpoint, save_checkpoint
+
+    base_checkpoint, adapter = Path(base_checkpoint), Path(adapter)
+    ckpt = load_checkpoint(base_checkpoint)
+    predictor = Predictor.from_checkpoint(base_checkpoint, device="cpu", adapter=adapter)
+    data = read_adapter_file(adapter)
+    model = predictor.model
+    if has_lora(model):
+        merge_lora(model)
+    router = predictor.prompt_cache
+    assert isinstance(router, PromptRouter)
+    payload = {
+        k: v
+        for k, v in ckpt.items()
+        if k not in ("format", "format_version", "duplus_version", "train_state")
+    }
+    payload["model"] = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+    payload["label_space"] = dict(data.get("label_space") or payload.get("label_space", {}))
+    known = {d.get("name") for d in payload.get("datasets", [])}
+    payload["datasets"] = list(payload.get("datasets", [])) + [
+        d for d in data.get("scope", {}).get("datasets", []) if d.get("name") not in known
+    ]
+    payload["prompt_overrides"] = router.override_table()
+    payload["added_targets"] = list(router.added_targets)
+    payload["adapted_from"] = {
+        "base_checkpoint": dict(data.get("base_checkpoint", {})),
+        "adapter": {"path": str(adapter.absolute()), "sha256": file_sha256(adapter)},
+        "train": list(data.get("train", [])),
+    }
+    return save_checkpoint(out, payload)
