@@ -74,10 +74,18 @@ def test_mixed_types_renames_units() -> None:
 def test_non_numeric_age_names_file_row_and_column(tmp_path: Path) -> None:
     df = pd.DataFrame({"id": ["a", "b"], "Age": [63, "sixty"], "Gender": ["M", "F"]})
     csv = tmp_path / "clinical.csv"
+    template = hecktor_template()
+    template.columns = ["Age", "Gender"]
     with pytest.raises(InputError) as info:
-        records_to_texts(df, hecktor_template(), source=csv)
+        records_to_texts(df, template, source=csv)
     msg = str(info.value)
     assert str(csv) in msg and "row 2" in msg and "'Age'" in msg and "sixty" in msg
+
+
+def test_table_missing_a_template_column_is_an_error(tmp_path: Path) -> None:
+    df = pd.DataFrame({"id": ["a"], "Age": [63]})
+    with pytest.raises(InputError, match="missing clinical column"):
+        records_to_texts(df, hecktor_template(), source=tmp_path / "clinical.csv")
 
 
 def test_unmapped_category_is_written_as_is() -> None:

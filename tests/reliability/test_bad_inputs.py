@@ -849,11 +849,6 @@ def test_extra_clinical_columns_are_only_logged(tmp_path: Path, caplog: pytest.L
     assert any("Favourite colour" in r.getMessage() for r in caplog.records)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a HECKTOR clinical CSV lacking a column of the EHR template (e.g. Age) is only warned about "
-    "and written as 'unknown'; the fix belongs in duplus.data.hecktor / duplus.prognosis.ehr",
-)
 def test_missing_clinical_column_is_an_error(tmp_path: Path) -> None:
     from duplus.data.hecktor import read_hecktor_clinical
     from duplus.errors import InputError

@@ -223,12 +223,11 @@ def records_to_texts(
         source = df.attrs.get("source")
     if template.columns is not None:
         absent = [c for c in template.columns if c not in df.columns]
-        if absent:
-            logger.warning(
-                "%s: column(s) %s of the EHR template are absent; written as '%s'",
-                source or "clinical table",
-                ", ".join(absent),
-                template.missing,
+        if absent:  # a missing *value* is written as "unknown"; a missing *column* is a schema error
+            raise InputError(
+                source,
+                f"missing clinical column(s) {', '.join(absent)} named by the EHR template "
+                f"(columns present: {', '.join(map(str, df.columns))})",
             )
     unmapped: dict[str, set[str]] = {}
     texts = []
