@@ -74,7 +74,9 @@ def test_training_writes_a_self_describing_run(tmp_path, phantom_root):
 def test_encoder_forward_count_is_zero_in_steady_state(tmp_path, phantom_root):
     from duplus.training.api import resolve_train_config
 
-    cfg = resolve_train_config(write_config(tmp_path / "c.yaml", phantom_root, tmp_path / "cache", iterations=3))
+    cfg = resolve_train_config(
+        write_config(tmp_path / "c.yaml", phantom_root, tmp_path / "cache", iterations=3)
+    )
     trainer = Trainer(cfg, tmp_path / "run", progress=False)
     trainer.fit()
     assert trainer.encoder_calls_after_warmup >= 1  # the warm-up encoded the prompts, once
@@ -88,7 +90,12 @@ def _train_cmd(*args: str) -> list[str]:
 @pytest.mark.slow
 def test_sigkill_mid_run_then_resume_matches_uninterrupted(tmp_path, phantom_root):
     cfg = write_config(
-        tmp_path / "c.yaml", phantom_root, tmp_path / "cache", iterations=8, steps_per_epoch=4, val_fraction=0.0
+        tmp_path / "c.yaml",
+        phantom_root,
+        tmp_path / "cache",
+        iterations=8,
+        steps_per_epoch=4,
+        val_fraction=0.0,
     )
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     reference = tmp_path / "reference"
