@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import shutil
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -144,6 +145,8 @@ def adapt_experiment(
         "seed": s.seed,
         "threads": s.threads,
     }
+    if out.exists():  # the demo's own output from an earlier run: adaptation starts afresh
+        shutil.rmtree(out)
     report = dict(adapt_checkpoint(ckpt, from_dict(AdaptConfig, config), out, merge=False, progress=progress))
     md = Path(report.get("report_md", out / "adapt_report.md"))
     report["markdown"] = md.read_text().split("\n", 1)[-1] if md.is_file() else ""
