@@ -222,22 +222,63 @@ def test_adapter_refuses_another_base_checkpoint(
     assert "cannot verify" in caplog.text
 
 
-def test_network_parts_merge_and_report_forgetting(root: Path, base_ckpt: Path) -> None:
+def test_task_scoped_network_parts_keep_the_original_targets(root: Path, base_ckpt: Path) -> None:
+    """Head + backbone LoRA + text LoRA, task-scoped (the default): original targets run the base
+    network (bit-identical), new ones the adapted network, also within one mixed request; the
+    adapter file and the merged checkpoint reproduce both."""
+    from duplus.adapt.scoped import ScopedDuPLUS
+
     cfg = adapt_yaml(root, "net", ["text_lora", "head", "backbone_lora"], iterations=2, steps_per_epoch=2)
     trainer = build_adapt_trainer(base_ckpt, cfg, root / "run_net", progress=False)
     report = run_adaptation(trainer, merge=True)
-    assert not report["text_side_only"] and report["original"]["per_target"]
+    assert report["zero_forgetting_by_construction"] and not report["text_side_only"]
+    assert report["original"]["per_target"] and report["original"]["max_abs_delta"] == 0.0
     assert set(report["parameters"]["by_part"]) == {"text_lora", "head", "backbone_lora"}
-    merged_ckpt = torch.load(trainer.run_dir / "merged.pt", weights_only=True)
-    assert not any("lora_" in k for k in merged_ckpt["model"])
+    scoped = trainer.eval_model()
+    assert isinstance(scoped, ScopedDuPLUS)
+    base = Predictor.from_checkpoint(base_ckpt, device="cpu")
+    orig = trainer.original_sets[0]
+    torch.testing.assert_close(
+        case_logits(scoped, trainer.prompt_cache, orig, orig.cases[0], orig.targets),
+        case_logits(base.model, base.prompt_cache, orig, orig.cases[0], orig.targets),
+        rtol=0,
+        atol=0,
+    )
     ds = trainer.data.val_sets[0]
-    expected = case_logits(trainer.model, trainer.prompt_cache, ds, ds.cases[0], ["pancreas"])
+    mixed = case_logits(scoped, trainer.prompt_cache, ds, ds.cases[0], ["liver", "pancreas"])
+    liver = case_logits(base.model, base.prompt_cache, ds, ds.cases[0], ["liver"])
+    pancreas = case_logits(trainer.model, trainer.prompt_cache, ds, ds.cases[0], ["pancreas"])
+    torch.testing.assert_close(mixed, torch.cat([liver, pancreas], 1), rtol=0, atol=0)
+    merged_ckpt = torch.load(trainer.run_dir / "merged.pt", weights_only=True)
+    assert not any("lora_" in k for k in merged_ckpt["adapted_model"])
+    assert all(torch.equal(v, base.model.state_dict()[k]) for k, v in merged_ckpt["model"].items())
     for pred in (
         Predictor.from_checkpoint(base_ckpt, device="cpu", adapter=trainer.run_dir / "adapter.pt"),
         Predictor.from_checkpoint(trainer.run_dir / "merged.pt", device="cpu"),
     ):
-        got = case_logits(pred.model, pred.prompt_cache, ds, ds.cases[0], ["pancreas"])
-        torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4)
+        got = case_logits(pred.model, pred.prompt_cache, ds, ds.cases[0], ["liver", "pancreas"])
+        torch.testing.assert_close(got, mixed, rtol=1e-4, atol=1e-4)
+
+
+def test_shared_network_parts_replace_the_base_network(root: Path, base_ckpt: Path) -> None:
+    """``network_scope: shared``: the adapted head serves every target; forgetting is measured."""
+    cfg = adapt_yaml(root, "shared", ["head"], iterations=2, steps_per_epoch=2, network_scope="shared")
+    trainer = build_adapt_trainer(base_ckpt, cfg, root / "run_shared", progress=False)
+    report = run_adaptation(trainer, merge=True)
+    assert not report["zero_forgetting_by_construction"] and trainer.eval_model() is trainer.model
+    assert report["original"]["per_target"]
+    merged_ckpt = torch.load(trainer.run_dir / "merged.pt", weights_only=True)
+    assert "adapted_model" not in merged_ckpt
+    key = "head.controller_text.weight"
+    torch.testing.assert_close(merged_ckpt["model"][key], trainer.model.state_dict()[key])
+    ds = trainer.original_sets[0]
+    merged = Predictor.from_checkpoint(trainer.run_dir / "merged.pt", device="cpu")
+    torch.testing.assert_close(
+        case_logits(merged.model, merged.prompt_cache, ds, ds.cases[0], ds.targets),
+        case_logits(trainer.model, trainer.prompt_cache, ds, ds.cases[0], ds.targets),
+        rtol=1e-5,
+        atol=1e-5,
+    )
 
 
 # ---------------------------------------------------------------------------------------- CLI

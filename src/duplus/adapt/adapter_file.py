@@ -7,24 +7,26 @@ An adapter file is a plain dict of tensors and JSON-like values (written atomica
     base_checkpoint   {path, sha256}: the checkpoint it adapts; checked when it is applied
     adapt_config      the resolved AdaptConfig
     train             the parts that trained
+    network_scope     task (network parts serve only the scope's prompts) or shared
     text_lora         {r, alpha, dropout, target_modules, state_dict} or None
     backbone_lora     {r, alpha, dropout, target_modules, state_dict} or None
     model_state       trained network tensors (head / conditioner), by their state-dict names
-    scope             {prompts, datasets, added_targets}: the prompts the text adapter serves
+    scope             {prompts, datasets, added_targets}: the new task's prompts (never base ones)
     label_space       the base label space extended with the new targets
 
-:func:`apply_adapter_file` puts it on a base model and text encoder and returns the
-:class:`~duplus.adapt.router.PromptRouter` to embed prompts with. :func:`merge_adapter` writes a
-standalone checkpoint: network adapters folded in, the adapted prompts' embeddings stored as a
-``prompt_overrides`` table, the label space extended.
+:func:`apply_adapter_file` puts it on a base model and text encoder and returns the network to
+predict with and the :class:`~duplus.adapt.router.PromptRouter` to embed prompts with.
+:func:`merge_adapter` writes a standalone checkpoint: network adapters folded in, the adapted
+prompts' embeddings stored as a ``prompt_overrides`` table, the label space extended.
 """
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import logging
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -32,11 +34,13 @@ from torch import nn
 from duplus import __version__
 from duplus.adapt.lora import apply_lora, has_lora, lora_state_dict, merge_lora
 from duplus.adapt.router import PromptRouter
+from duplus.adapt.scoped import ScopedDuPLUS
 from duplus.errors import CheckpointError
 from duplus.fileio import atomic_path
 
 __all__ = [
     "ADAPTER_FILE_FORMAT",
+    "adapt_for_inference",
     "apply_adapter_file",
     "file_sha256",
     "lora_entry",
@@ -155,18 +159,21 @@ def _load_model_state(model: nn.Module, state: dict[str, torch.Tensor], path: Pa
 
 def apply_adapter_file(
     model: nn.Module, encoder: Any, path: str | Path, base_checkpoint: str | Path | None = None
-) -> PromptRouter:
-    """Put an adapter on a base model and its text encoder (in place, for inference).
+) -> tuple[nn.Module, PromptRouter]:
+    """Put an adapter on a base model and its text encoder, for inference.
 
     Args:
         model: the base DuPLUS network, weights loaded from ``base_checkpoint``.
-        encoder: the base :class:`~duplus.text.encoder.TextEncoder`.
+        encoder: the base :class:`~duplus.text.encoder.TextEncoder` (LoRA is injected in place).
         path: the adapter file.
         base_checkpoint: the base checkpoint file, to verify (SHA-256) that the adapter was
             trained on it; ``None`` skips the check with a warning.
 
     Returns:
-        The :class:`PromptRouter` that embeds prompts for the adapted model (eval mode).
+        ``(network, router)``: the network to predict with (``model`` itself; or, for task-scoped
+        network parts, a :class:`~duplus.adapt.scoped.ScopedDuPLUS` of ``model`` and an adapted
+        copy; or ``model`` adapted in place for ``network_scope: shared``) and the
+        :class:`PromptRouter` that embeds its prompts (eval mode).
 
     Raises:
         CheckpointError: not an adapter file, the wrong base checkpoint, or weights that do not fit.
@@ -177,32 +184,75 @@ def apply_adapter_file(
     if data.get("text_lora"):
         _load_lora(encoder.model, data["text_lora"], path, "text-encoder")
         encoder.eval()
-    if data.get("backbone_lora"):
-        _load_lora(model, data["backbone_lora"], path, "backbone")
-    _load_model_state(model, data.get("model_state", {}), path)
     scope = data.get("scope", {})
     router = PromptRouter(
-        encoder,
-        scope=scope.get("prompts", []) if data.get("text_lora") else [],
-        added_targets=scope.get("added_targets", []),
+        encoder, scope=scope.get("prompts", []), added_targets=scope.get("added_targets", [])
     )
+    router.eval()
+    network = model
+    if data.get("backbone_lora") or data.get("model_state"):
+        task_scoped = data.get("network_scope", "task") == "task"
+        adapted = copy.deepcopy(model) if task_scoped else model
+        if data.get("backbone_lora"):
+            _load_lora(adapted, data["backbone_lora"], path, "backbone")
+        _load_model_state(adapted, data.get("model_state", {}), path)
+        adapted.requires_grad_(False)
+        if task_scoped:
+            network = ScopedDuPLUS(cast(Any, model), cast(Any, adapted), router.scope_table()["embeddings"])
     logger.info(
-        "adapter %s applied (%s); %d adapted prompts, new targets %s",
+        "adapter %s applied (%s, network scope %s); %d adapted prompts, new targets %s",
         path,
         ", ".join(data.get("train", [])),
+        data.get("network_scope", "task"),
         len(router.scope),
         router.added_targets,
     )
-    return router.eval()
+    return network, router
+
+
+def adapt_for_inference(
+    model: nn.Module, encoder: Any, ckpt: dict[str, Any], checkpoint: Path, adapter: str | Path | None = None
+) -> tuple[Any, PromptRouter | None]:
+    """The predictor's hook: the network and prompt router of a merged adaptation (a checkpoint
+    with ``prompt_overrides``, and ``adapted_model`` when task-scoped) and/or an adapter file.
+
+    Returns:
+        ``(network, router)``; ``router`` is ``None`` for a plain checkpoint without adapter.
+    """
+    router: PromptRouter | None = None
+    overrides = ckpt.get("prompt_overrides")
+    if overrides:
+        router = PromptRouter.from_overrides(encoder, overrides, added_targets=ckpt.get("added_targets", []))
+        if "adapted_model" in ckpt:
+            if adapter is not None:
+                raise CheckpointError(
+                    adapter, f"cannot be applied to {checkpoint}, a merged task-scoped adaptation"
+                )
+            adapted = copy.deepcopy(model)
+            try:
+                adapted.load_state_dict(ckpt["adapted_model"])
+            except RuntimeError as exc:
+                raise CheckpointError(
+                    checkpoint, f"adapted_model does not fit the model ({str(exc)[:200]})"
+                ) from exc
+            model = ScopedDuPLUS(cast(Any, model), cast(Any, adapted), router.scope_table()["embeddings"])
+    if adapter is not None:
+        model, own = apply_adapter_file(model, encoder, adapter, base_checkpoint=checkpoint)
+        if router is not None:  # an adapter on a merged text-side adaptation: its own prompts win
+            own.overrides.update({k: v for k, v in router.overrides.items() if k not in own.scope})
+            own.added_targets += [t for t in router.added_targets if t not in own.added_targets]
+        router = own
+    return model, router
 
 
 def merge_adapter(base_checkpoint: str | Path, adapter: str | Path, out: str | Path) -> Path:
     """Write a standalone checkpoint: the base with the adapter folded in.
 
-    Network adapters are merged into their layers (same architecture and parameter names as the
-    base), trained head/conditioner tensors replace the base's, the adapted prompts' embeddings
-    become a ``prompt_overrides`` table that the predictor uses before its text encoder, and the
-    label space and dataset list are extended with the new task. The result loads with
+    The adapted prompts' embeddings become a ``prompt_overrides`` table that the predictor uses
+    before its text encoder (so no text adapter is needed); network adapters are merged into
+    their layers (same architecture and parameter names as the base). A task-scoped network is
+    stored beside the base one as ``adapted_model``; a shared one replaces ``model``. The label
+    space and dataset list are extended with the new task. The result loads with
     :meth:`duplus.inference.predictor.Predictor.from_checkpoint` alone.
     """
     from duplus.inference.predictor import Predictor
@@ -212,9 +262,6 @@ def merge_adapter(base_checkpoint: str | Path, adapter: str | Path, out: str | P
     ckpt = load_checkpoint(base_checkpoint)
     predictor = Predictor.from_checkpoint(base_checkpoint, device="cpu", adapter=adapter)
     data = read_adapter_file(adapter)
-    model = predictor.model
-    if has_lora(model):
-        merge_lora(model)
     router = predictor.prompt_cache
     assert isinstance(router, PromptRouter)
     payload = {
@@ -222,17 +269,30 @@ def merge_adapter(base_checkpoint: str | Path, adapter: str | Path, out: str | P
         for k, v in ckpt.items()
         if k not in ("format", "format_version", "duplus_version", "train_state")
     }
-    payload["model"] = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+    network = predictor.model
+    if isinstance(network, ScopedDuPLUS):
+        if has_lora(network.adapted):
+            merge_lora(network.adapted)
+        payload["adapted_model"] = _cpu_state(network.adapted)
+    else:
+        if has_lora(network):
+            merge_lora(network)
+        payload["model"] = _cpu_state(network)
     payload["label_space"] = dict(data.get("label_space") or payload.get("label_space", {}))
     known = {d.get("name") for d in payload.get("datasets", [])}
     payload["datasets"] = list(payload.get("datasets", [])) + [
         d for d in data.get("scope", {}).get("datasets", []) if d.get("name") not in known
     ]
-    payload["prompt_overrides"] = router.override_table()
+    payload["prompt_overrides"] = router.scope_table()
     payload["added_targets"] = list(router.added_targets)
     payload["adapted_from"] = {
         "base_checkpoint": dict(data.get("base_checkpoint", {})),
         "adapter": {"path": str(adapter.absolute()), "sha256": file_sha256(adapter)},
         "train": list(data.get("train", [])),
+        "network_scope": data.get("network_scope", "task"),
     }
     return save_checkpoint(out, payload)
+
+
+def _cpu_state(module: nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().cpu().clone() for k, v in module.state_dict().items()}

@@ -1,5 +1,6 @@
 """Library entry points behind ``duplus adapt``: :func:`adapt_checkpoint` (and :func:`run_adapt` for
-the CLI); :func:`apply_adapter_file` for ``duplus segment --adapter``."""
+the CLI); :func:`adapt_for_inference` for the predictor (``duplus segment --adapter``, merged
+checkpoints)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from duplus.adapt.adapter_file import apply_adapter_file, file_sha256, merge_adapter
+from duplus.adapt.adapter_file import adapt_for_inference, apply_adapter_file, file_sha256, merge_adapter
 from duplus.adapt.config import AdaptConfig, resolve_adapt_config
 from duplus.adapt.report import compute_forgetting, summary_lines, write_report
 from duplus.config import TrainConfig, from_dict, save_config
@@ -22,6 +23,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "adapt_checkpoint",
+    "adapt_for_inference",
     "apply_adapter_file",
     "build_adapt_trainer",
     "merge_adapter",
@@ -66,6 +68,10 @@ def build_adapt_trainer(
     base = load_checkpoint(base_path)
     if "train_config" not in base or "model" not in base:
         raise CheckpointError(base_path, "has no training config or weights; cannot adapt it")
+    if "adapted_model" in base:
+        raise CheckpointError(
+            base_path, "is a merged task-scoped adaptation; adapt its base checkpoint instead"
+        )
     base_cfg = from_dict(TrainConfig, base["train_config"], where=f"{base_path}: train_config")
     cache = _cache_dir(cfg, base_cfg, base_path, run_dir)
     original_cfg = dataclasses.replace(base_cfg, cache_dir=cache) if cfg.eval_original else None
@@ -110,6 +116,8 @@ def run_adaptation(trainer: AdaptTrainer, *, merge: bool = False) -> dict[str, A
         "base_checkpoint": {"path": str(trainer.base_path.absolute()), "sha256": trainer.base_sha256},
         "train": list(cfg.train),
         "text_side_only": cfg.text_side_only,
+        "network_scope": cfg.network_scope,
+        "zero_forgetting_by_construction": cfg.zero_forgetting,
         "lora": {"r": cfg.lora_r, "alpha": cfg.lora_alpha, "dropout": cfg.lora_dropout},
         "parameters": trainer.parameter_counts,
         "adapter": {"path": str(adapter_path), "size_kb": adapter_path.stat().st_size / 1024},

@@ -5,6 +5,7 @@ Example::
     datasets:
       - {spec: ../data/phantoms/Task02_PhantomPancreasCT/dataset.json}
     train: [text_lora]            # any of text_lora, head, film, backbone_lora
+    network_scope: task           # network parts serve only the new task's prompts
     lora_r: 8
     iterations: 300
 
@@ -21,19 +22,34 @@ from duplus.config import DatasetEntry, from_dict, load_yaml
 from duplus.errors import ConfigError
 from duplus.paths import resolve_relative
 
-__all__ = ["ADAPT_PARTS", "TEXT_SIDE_PARTS", "AdaptConfig", "resolve_adapt_config", "validate_adapt_config"]
+__all__ = [
+    "ADAPT_PARTS",
+    "NETWORK_SCOPES",
+    "TEXT_SIDE_PARTS",
+    "AdaptConfig",
+    "resolve_adapt_config",
+    "validate_adapt_config",
+]
 
 ADAPT_PARTS: tuple[str, ...] = ("text_lora", "head", "film", "backbone_lora")
 """What an adaptation can train:
 
 * ``text_lora``: LoRA on the text encoder, used only for the new task's own prompts;
-* ``head``: the T2 dynamic head (text projection and controller; shared by every target);
-* ``film``: the T1 conditioner MLP (FiLM or gate; shared by every dataset);
-* ``backbone_lora``: LoRA on the encoder/decoder convolutions (shared by everything).
+* ``head``: the T2 dynamic head (text projection and controller);
+* ``film``: the T1 conditioner MLP (FiLM or gate);
+* ``backbone_lora``: LoRA on the encoder/decoder convolutions.
+
+The last three change the network, which the original targets share unless ``network_scope`` is
+``task`` (the default).
 """
 
 TEXT_SIDE_PARTS: frozenset[str] = frozenset({"text_lora"})
 """Parts that cannot change the base model's outputs for the original prompts."""
+
+NETWORK_SCOPES: tuple[str, ...] = ("task", "shared")
+"""Where trained network parts apply: ``task``, only to the new task's prompts (the original
+targets keep the base network; see :mod:`duplus.adapt.scoped`), or ``shared``, to every target
+(the adapted network replaces the base one: forgetting is possible, and measured)."""
 
 
 @dataclass
@@ -47,6 +63,7 @@ class AdaptConfig:
         text_target_modules: text-encoder layers to adapt (default: the attention query and value
             projections; see :func:`duplus.adapt.trainer.text_lora_targets`).
         backbone_target_modules: backbone layers to adapt (default: every encoder/decoder conv).
+        network_scope: ``task`` (default) or ``shared``; see :data:`NETWORK_SCOPES`.
         patch_size: training patch (default: the base checkpoint's).
         cache_dir: preprocessed-data cache (default: the base run's cache, else ``$DUPLUS_CACHE``,
             else ``<run>/cache``).
@@ -62,6 +79,7 @@ class AdaptConfig:
     lora_dropout: float = 0.0
     text_target_modules: list[str] | None = None
     backbone_target_modules: list[str] | None = None
+    network_scope: str = "task"
     iterations: int = 300
     lr: float = 3e-3
     weight_decay: float = 0.0
@@ -84,8 +102,14 @@ class AdaptConfig:
 
     @property
     def text_side_only(self) -> bool:
-        """Whether only text-side adapters train (zero forgetting by construction)."""
+        """Whether only text-side adapters train."""
         return set(self.train) <= TEXT_SIDE_PARTS
+
+    @property
+    def zero_forgetting(self) -> bool:
+        """Whether the original targets' outputs are unchanged by construction: only text-side
+        adapters train, or the network parts are task-scoped."""
+        return self.text_side_only or self.network_scope == "task"
 
 
 def validate_adapt_config(cfg: AdaptConfig, where: str) -> None:
@@ -95,6 +119,7 @@ def validate_adapt_config(cfg: AdaptConfig, where: str) -> None:
         raise ConfigError(f"{where}: train: unknown part(s) {unknown}; choose from {', '.join(ADAPT_PARTS)}")
     checks = [
         (bool(cfg.datasets), "datasets: list the new task's dataset(s)"),
+        (cfg.network_scope in NETWORK_SCOPES, f"network_scope must be one of {', '.join(NETWORK_SCOPES)}"),
         (bool(cfg.train), f"train: choose at least one of {', '.join(ADAPT_PARTS)}"),
         (len(set(cfg.train)) == len(cfg.train), "train: a part is listed twice"),
         (cfg.lora_r >= 1, "lora_r must be >= 1"),

@@ -50,7 +50,9 @@ def render_markdown(report: dict[str, Any]) -> str:
         "",
         f"- base checkpoint: `{report['base_checkpoint']['path']}` (sha256 `{report['base_checkpoint']['sha256'][:16]}`)",
         f"- trained: {', '.join(report['train'])}"
-        + (" (text side only)" if report["text_side_only"] else ""),
+        + (
+            " (text side only)" if report["text_side_only"] else f"; network scope: {report['network_scope']}"
+        ),
         f"- trainable parameters: {p['trainable']:,} of {p['total']:,} ({100 * p['fraction']:.3f}%; "
         f"network {p['network_trainable']:,} of {p['network_total']:,}, text encoder "
         f"{p['text_encoder_trainable']:,} of {p['text_encoder_total']:,})",
@@ -92,6 +94,19 @@ def render_markdown(report: dict[str, Any]) -> str:
             "encoder and the network is unchanged, so the original targets' outputs are identical by "
             "construction (zero forgetting).",
         ]
+    elif report["network_scope"] == "task":
+        lines += [
+            "",
+            "Network parts trained task-scoped: the adapted network serves only the new task's prompts; "
+            "the original targets with their original prompts run through the unchanged base network "
+            "and base text encoder, so their outputs are identical by construction (zero forgetting).",
+        ]
+    else:
+        lines += [
+            "",
+            "Network parts trained shared (network_scope: shared): every target runs through the adapted "
+            "network, so the original targets can change; the table above measures it.",
+        ]
     return "\n".join(lines) + "\n"
 
 
@@ -112,7 +127,12 @@ def summary_lines(report: dict[str, Any]) -> list[str]:
         lines.append(
             f"original targets mean Dice {orig['mean_before']:.4f} -> {orig['mean_after']:.4f} "
             f"(delta {orig['mean_delta']:+.4f}, worst {orig['worst_delta']:+.4f})"
-            + (" [zero by construction: text side only]" if report["text_side_only"] else "")
+            + (
+                " [zero by construction: "
+                + ("text side only]" if report["text_side_only"] else "task-scoped network]")
+                if report["zero_forgetting_by_construction"]
+                else ""
+            )
         )
     if report.get("merged"):
         lines.append(f"merged checkpoint: {report['merged']}")

@@ -124,8 +124,10 @@ class PromptRouter:
         texts, emb = list(table["texts"]), table["embeddings"]
         return cls(encoder, overrides=dict(zip(texts, emb, strict=True)), added_targets=added_targets)
 
-    def override_table(self) -> dict[str, Any]:
-        """The scoped prompts' embeddings as a weights-only-safe table ``{"texts", "embeddings"}``."""
+    def scope_table(self) -> dict[str, Any]:
+        """The adapted prompts (scoped and overridden) and their embeddings exactly as :meth:`get`
+        serves them in evaluation mode: ``{"texts": [...], "embeddings": (M, E)}``, weights-only
+        safe (a merged checkpoint stores it as its ``prompt_overrides``)."""
         texts = sorted(self.scope | set(self.overrides))
         was = self.training
         self.train(False)
@@ -157,10 +159,11 @@ class PromptRouter:
             emb = self.encoder.encode(texts)
             return dict(zip(texts, emb, strict=True))
         missing = [t for t in texts if t not in self._adapted]
-        if missing:
+        if missing:  # the whole scope in one batch, so every served row is a row of scope_table()
+            batch = sorted(self.scope | set(missing))
             with torch.no_grad():
-                emb = self.encoder.encode(missing).detach().to("cpu", torch.float32)
-            self._adapted.update(zip(missing, emb, strict=True))
+                emb = self.encoder.encode(batch).detach().to("cpu", torch.float32)
+            self._adapted.update(zip(batch, emb, strict=True))
         return {t: self._adapted[t] for t in texts}
 
     def get(self, texts: Sequence[str], device: torch.device | str | None = None) -> Tensor:

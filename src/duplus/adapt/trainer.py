@@ -4,17 +4,20 @@ a few trainable parts (text LoRA, head, conditioner, backbone LoRA), plus the fo
 The hooks it overrides: :meth:`AdaptTrainer.build_text` (LoRA on the text encoder and the scoped
 :class:`~duplus.adapt.router.PromptRouter`), :meth:`AdaptTrainer.build_model` (the base weights,
 frozen, with the chosen parts unfrozen or LoRA-adapted), :meth:`AdaptTrainer.trainable_parameters`,
-:meth:`AdaptTrainer.train_step` / :meth:`AdaptTrainer.validate` (router mode) and
-:meth:`AdaptTrainer.save` (the adapter file instead of a full checkpoint).
+:meth:`AdaptTrainer.train_step` / :meth:`AdaptTrainer.validate` (router mode),
+:meth:`AdaptTrainer.eval_model` (with ``network_scope: task``, the base network beside the adapted
+one, see :mod:`duplus.adapt.scoped`) and :meth:`AdaptTrainer.save` (the adapter file instead of a
+full checkpoint).
 """
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import logging
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 from torch import nn
@@ -23,6 +26,7 @@ from duplus.adapt.adapter_file import lora_entry, write_adapter_file
 from duplus.adapt.config import AdaptConfig
 from duplus.adapt.lora import apply_lora, count_trainable, default_target_modules, resolve_target_modules
 from duplus.adapt.router import PromptRouter, task_prompts
+from duplus.adapt.scoped import ScopedDuPLUS
 from duplus.config import TrainConfig, to_dict
 from duplus.data.label_space import LabelSpace
 from duplus.data.preprocess import PreparedDataset
@@ -156,6 +160,13 @@ class AdaptTrainer(Trainer):
         self.backbone_lora_settings: dict[str, Any] | None = None
         self.added_targets: list[str] = []
         self.parameter_counts: dict[str, Any] = {}
+        self.base_model: nn.Module | None = None  # frozen base network beside a task-scoped adaptation
+        self.scoped: ScopedDuPLUS | None = None
+
+    @property
+    def network_parts(self) -> bool:
+        """Whether network parts (head, conditioner, backbone LoRA) train."""
+        return bool(self.parts - {"text_lora"})
 
     # ------------------------------------------------------------------ set-up
     def setup(self) -> None:
@@ -167,6 +178,9 @@ class AdaptTrainer(Trainer):
         base_space.extend(self.label_space.targets)
         self.label_space = base_space
         self.prompt_cache.added_targets = list(self.added_targets)
+        if self.base_model is not None:
+            self.base_model.to(self.device)
+            self.scoped = ScopedDuPLUS(cast(Any, self.base_model), cast(Any, self.model)).to(self.device)
         self.parameter_counts = self.count_parameters()
         c = self.parameter_counts
         logger.info(
@@ -194,7 +208,8 @@ class AdaptTrainer(Trainer):
         return prompts
 
     def _scope(self) -> list[str]:
-        """The new task's prompts the base model never used: the text adapter's domain."""
+        """The new task's prompts the base model never used: what the adaptation serves (the text
+        adapter embeds them; a task-scoped network segments their targets)."""
         base = self._base_prompts()
         new: list[str] = []
         for ds in self.data.train_sets + self.data.val_sets:
@@ -219,7 +234,13 @@ class AdaptTrainer(Trainer):
                 self.base_ckpt.get("text_encoder_id"),
                 encoder.model_id,
             )
-        scope: list[str] = []
+        scope = self._scope()
+        if not scope and (self.parts == {"text_lora"} or self.adapt.network_scope == "task"):
+            raise ConfigError(
+                "the new task uses no prompt the base model was not trained with, so a text adapter or a "
+                "task-scoped network would never be used (nothing to learn); give the new task new targets "
+                "or a new modality/region, or train network parts with network_scope: shared"
+            )
         if "text_lora" in self.parts:
             try:
                 targets = text_lora_targets(encoder.model, self.adapt.text_target_modules)
@@ -234,12 +255,6 @@ class AdaptTrainer(Trainer):
                 target_modules=targets,
             )
             encoder.to(self.device)
-            scope = self._scope()
-            if not scope and not self.parts - {"text_lora"}:
-                raise ConfigError(
-                    "train: [text_lora] has nothing to learn: every prompt of the new task is one the base model "
-                    "was trained with (text adapters only serve new prompts); add head, film or backbone_lora"
-                )
         overrides = self.base_ckpt.get("prompt_overrides")
         router = PromptRouter(encoder, scope=scope)
         if overrides:
@@ -259,6 +274,8 @@ class AdaptTrainer(Trainer):
                 f"weights do not fit the model it describes ({str(exc).splitlines()[0][:200]})",
             ) from exc
         model.requires_grad_(False)
+        if self.network_parts and self.adapt.network_scope == "task":
+            self.base_model = copy.deepcopy(model)  # original targets keep running through this
         if "backbone_lora" in self.parts:
             targets = self._backbone_targets(model)
             self.backbone_lora_settings = self._lora_settings(targets)
@@ -323,13 +340,23 @@ class AdaptTrainer(Trainer):
         self.prompt_cache.train(True)
         return super().train_step(batch)
 
-    def validate(self) -> dict[str, float]:
+    def eval_model(self) -> nn.Module:
+        """The network as inference will run it: task-scoped (base + adapted) or the adapted one."""
+        return self.scoped if self.scoped is not None else self.model
+
+    def refresh_scope(self) -> None:
+        """Evaluation mode for the prompts, and the scoped network's routing table to match them."""
         self.prompt_cache.eval()
+        if self.scoped is not None:
+            self.scoped.set_scope(self.prompt_cache.scope_table()["embeddings"])
+
+    def validate(self) -> dict[str, float]:
+        self.refresh_scope()
         return super().validate()
 
     def evaluate_original(self) -> dict[str, float]:
         """Dice per ``dataset/target`` of the base run's validation cases, original prompts."""
-        self.prompt_cache.eval()
+        self.refresh_scope()
         scores: dict[str, list[float]] = {}
         for ds in self.original_sets:
             for case in ds.cases[: self.adapt.original_val_max_cases]:
@@ -345,6 +372,7 @@ class AdaptTrainer(Trainer):
             "base_checkpoint": {"path": str(self.base_path.absolute()), "sha256": self.base_sha256},
             "adapt_config": to_dict(self.adapt),
             "train": list(self.adapt.train),
+            "network_scope": self.adapt.network_scope,
             "text_lora": lora_entry(self.text_encoder.model, self.text_lora_settings)
             if self.text_lora_settings
             else None,

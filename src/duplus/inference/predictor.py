@@ -160,10 +160,10 @@ class Predictor:
                 encoder.model_id,
             )
         router = None
-        if adapter is not None:
-            from duplus.adapt.api import apply_adapter_file
+        if adapter is not None or ckpt.get("prompt_overrides"):  # an adapter, or a merged adaptation
+            from duplus.adapt.api import adapt_for_inference
 
-            router = apply_adapter_file(model, encoder, adapter, base_checkpoint=Path(path))
+            model, router = adapt_for_inference(model, encoder, ckpt, Path(path), adapter)
         predictor = cls(
             model,
             encoder,
@@ -172,18 +172,6 @@ class Predictor:
             LabelSpace.from_dict(ckpt.get("label_space", {})),
             device=select_device(device),
         )
-        overrides = ckpt.get("prompt_overrides")  # a merged adaptation: adapted prompts' embeddings
-        if overrides:
-            from duplus.adapt.router import PromptRouter
-
-            stored = PromptRouter.from_overrides(
-                encoder, overrides, added_targets=ckpt.get("added_targets", [])
-            )
-            if router is None:
-                router = stored
-            else:  # an adapter on a merged checkpoint: its own prompts win
-                router.overrides.update({k: v for k, v in stored.overrides.items() if k not in router.scope})
-                router.added_targets += [t for t in stored.added_targets if t not in router.added_targets]
         if router is not None:  # adapted prompts first, the frozen encoder's cache for the rest
             predictor.prompt_cache = router
             if predictor.label_space is not None:
