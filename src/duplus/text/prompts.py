@@ -14,7 +14,8 @@ from __future__ import annotations
 import random
 from typing import Any
 
-from duplus.data.label_space import canonical_target, synonyms
+from duplus.data.label_space import canonical_target
+from duplus.data.label_space import synonyms as target_synonyms
 from duplus.data.specs import MODALITY_WORDS, normalise_modality, t1_prompt
 
 # templates applied to the canonical name ({name}) and, with {modality}, to the modality word
@@ -40,12 +41,13 @@ def indefinite_article(word: str) -> str:
     return "an" if w[:1].lower() in "aeiou" else "a"
 
 
-def t2_prompts(target: str, modality: str | None = None) -> list[str]:
+def t2_prompts(target: str, modality: str | None = None, *, synonyms: bool = True) -> list[str]:
     """The T2 prompts of ``target``: its canonical name first, then at least five paraphrases.
 
     Args:
         target: any name of the target (mapped to its canonical name).
         modality: optional modality; adds templates such as ``"a CT scan of a liver"``, ``"an MRI scan of an aorta"``.
+        synonyms: append the target's registry synonyms (``"kidney_l"``, ``"lkidney"``, ...).
 
     Returns:
         Distinct prompts in a fixed order (canonical name first, then template paraphrases, then
@@ -63,19 +65,26 @@ def t2_prompts(target: str, modality: str | None = None) -> list[str]:
             )
             for t in T2_MODALITY_TEMPLATES
         ]
-    prompts += list(synonyms(name)[1:])
+    if synonyms:
+        prompts += list(target_synonyms(name)[1:])
     return list(dict.fromkeys(prompts))
 
 
 def sample_t2_prompt(target: str, modality: str | None, rng: Any) -> str:
-    """One T2 prompt of ``target`` chosen by ``rng`` (deterministic given its state).
+    """One T2 prompt of ``target`` chosen by ``rng`` (deterministic given its state): the canonical
+    name or one of the sentence templates, as the authors sample one of five paraphrases per step.
+
+    Registry synonyms are left out: many are file-naming variants (``"kidney_l"``, ``"lkidney"``)
+    that a sentence encoder places farther from ``"left kidney"`` than ``"right kidney"`` is, so
+    training on them teaches the head that left and right are interchangeable. They remain
+    accepted at inference (the label space resolves them to the canonical name).
 
     Args:
         target: any name of the target.
         modality: optional modality (see :func:`t2_prompts`).
         rng: a ``numpy.random.Generator`` or a ``random.Random``.
     """
-    prompts = t2_prompts(target, modality)
+    prompts = t2_prompts(target, modality, synonyms=False)
     if isinstance(rng, random.Random):
         return prompts[rng.randrange(len(prompts))]
     return prompts[int(rng.integers(len(prompts)))]
