@@ -62,9 +62,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     )
     if metrics:
         mean = metrics.get("dice/mean")
-        print(
-            f"training finished; mean validation Dice {mean:.4f}" if mean is not None else "training finished"
-        )
+        parts = [f"mean validation Dice {mean:.4f}"] if mean is not None else []
+        parts += [f"{k} {metrics[f'dice/{k}']:.4f}" for k in ("organs", "lesions") if f"dice/{k}" in metrics]
+        print("training finished" + ("; " + ", ".join(parts) if parts else ""))
     return 0
 
 

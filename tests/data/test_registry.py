@@ -70,3 +70,21 @@ def test_unknown_name() -> None:
     assert find_registered("no such set") is None
     with pytest.raises(ConfigError, match="did you mean BTCV"):
         get_registered("BTCVX")
+
+
+@pytest.mark.parametrize(
+    ("name", "lesion"),
+    [
+        ("liver", False),
+        ("left kidney", False),
+        ("white matter", False),
+        ("liver tumor", True),
+        ("GTVn", True),
+        ("primary tumour", True),
+        ("lung nodule", True),
+    ],
+)
+def test_is_lesion(name: str, lesion: bool) -> None:
+    from duplus.data.label_space import is_lesion
+
+    assert is_lesion(name) is lesion

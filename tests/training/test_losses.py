@@ -39,3 +39,15 @@ def test_absent_target_is_taught_by_bce_only():
     logits = torch.full((1, 1, 8, 8, 8), -3.0)
     expected = torch.nn.functional.binary_cross_entropy_with_logits(logits, target)
     assert torch.isclose(loss_fn(logits, target, torch.ones(1, 1, dtype=torch.bool)), expected)
+
+
+def test_summarise_dice_splits_organs_and_lesions():
+    from duplus.training.trainer import summarise_dice
+
+    metrics = {"train_loss": 0.3, "dice/A/liver": 0.9, "dice/A/spleen": 0.7, "dice/B/liver tumour": 0.2}
+    out = summarise_dice(metrics)
+    assert out["train_loss"] == 0.3
+    assert abs(out["dice/mean"] - 0.6) < 1e-9
+    assert abs(out["dice/organs"] - 0.8) < 1e-9 and abs(out["dice/lesions"] - 0.2) < 1e-9
+    only_organs = summarise_dice({"dice/A/liver": 0.9})
+    assert only_organs["dice/mean"] == 0.9 and "dice/organs" not in only_organs

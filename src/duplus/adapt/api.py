@@ -102,9 +102,13 @@ def run_adaptation(trainer: AdaptTrainer, *, merge: bool = False) -> dict[str, A
     cfg, run_dir = trainer.adapt, trainer.run_dir
     metrics = trainer.fit()
     adapter_path = trainer.save(LAST)
-    new_dice = {k: v for k, v in metrics.items() if k.startswith("dice/") and k != "dice/mean"}
+
+    def per_target(m: dict[str, Any]) -> dict[str, Any]:  # dice/<dataset>/<target>, not the summaries
+        return {k: v for k, v in m.items() if k.startswith("dice/") and k.count("/") >= 2}
+
+    new_dice = per_target(metrics)
     if not new_dice:  # stopped early (max_steps) or no validation at the last step
-        new_dice = {k: v for k, v in trainer.validate().items() if k != "dice/mean"}
+        new_dice = per_target(trainer.validate())
     if trainer.original_before is not None:
         original: dict[str, Any] = compute_forgetting(trainer.original_before, trainer.evaluate_original())
         original["cases_per_dataset"] = cfg.original_val_max_cases

@@ -103,6 +103,29 @@ def synonyms(target: str) -> tuple[str, ...]:
     return (canonical, *SYNONYMS.get(canonical, ()))
 
 
+LESION_WORDS: tuple[str, ...] = (
+    "tumour",
+    "tumor",
+    "lesion",
+    "lymph node",
+    "cancer",
+    "metasta",
+    "nodule",
+    "glioma",
+)
+"""Words that mark a target as a lesion rather than an organ or tissue (see :func:`is_lesion`)."""
+
+
+def is_lesion(target: str) -> bool:
+    """Whether ``target`` is a lesion (tumour, lymph node, ...) rather than an organ or tissue.
+
+    Metrics are summarised separately for the two: lesions are small, often absent and far harder,
+    and averaging them with organs hides both numbers.
+    """
+    name = canonical_target(target)
+    return any(w in name for w in LESION_WORDS)
+
+
 def is_known_target(name: str) -> bool:
     return canonical_target(name) in SYNONYMS
 

@@ -8,6 +8,7 @@ from typing import Any
 
 import pandas as pd
 
+from duplus.data.label_space import is_lesion
 from duplus.fileio import atomic_path, write_text_atomic
 
 
@@ -111,8 +112,15 @@ def write_report(out: Path, results: dict[str, Any]) -> Path:
     if not seg.empty:
         dice_bars(seg, figures / "dice_bars.png")
         mean_dice = seg["dice"].mean()
+        lesion = seg["target"].map(is_lesion).astype(bool)
+        split = (
+            f" Organs and tissues: **{seg.loc[~lesion, 'dice'].mean():.3f}** ({int((~lesion).sum())} targets); "
+            f"lesions (tumours, lymph nodes): **{seg.loc[lesion, 'dice'].mean():.3f}** ({int(lesion.sum())} targets)."
+            if lesion.any() and (~lesion).any()
+            else ""
+        )
         lines += [
-            f"Mean Dice over targets: **{mean_dice:.3f}**.",
+            f"Mean Dice over targets: **{mean_dice:.3f}**.{split}",
             "",
             "![Dice per target](figures/dice_bars.png)",
             "",

@@ -253,9 +253,7 @@ class Trainer:
                 for target, d in self.validation_step(i, case).items():
                     scores.setdefault(f"dice/{ds.name}/{target}", []).append(d)
         metrics = {k: float(np.mean(v)) for k, v in scores.items()}
-        if metrics:
-            metrics["dice/mean"] = float(np.mean(list(metrics.values())))
-        return metrics
+        return summarise_dice(metrics)
 
     def on_epoch_end(self, epoch: int, metrics: dict[str, float]) -> None:
         row = {"epoch": epoch, "step": self.step, **metrics}
@@ -402,6 +400,24 @@ class Trainer:
         for row in self.history:
             writer.writerow(row)
         write_text_atomic(self.run_dir / "metrics.csv", buf.getvalue())
+
+
+def summarise_dice(metrics: dict[str, float]) -> dict[str, float]:
+    """Add ``dice/mean`` (every ``dice/<dataset>/<target>``) and, when both kinds are present,
+    ``dice/organs`` and ``dice/lesions`` (see :func:`duplus.data.label_space.is_lesion`)."""
+    from duplus.data.label_space import is_lesion
+
+    per_target = {k: v for k, v in metrics.items() if k.startswith("dice/") and k.count("/") >= 2}
+    out = dict(metrics)
+    if not per_target:
+        return out
+    out["dice/mean"] = float(np.mean(list(per_target.values())))
+    lesions = [v for k, v in per_target.items() if is_lesion(k.rsplit("/", 1)[1])]
+    organs = [v for k, v in per_target.items() if not is_lesion(k.rsplit("/", 1)[1])]
+    if lesions and organs:
+        out["dice/organs"] = float(np.mean(organs))
+        out["dice/lesions"] = float(np.mean(lesions))
+    return out
 
 
 def replace_config(cfg: TrainConfig, **changes: Any) -> TrainConfig:
