@@ -77,17 +77,29 @@ def compute_cohort_features(
     """Write image features of every ``(id, [PET, CT], mask or None)`` case to ``cache_path`` (.npz).
 
     Returns:
-        ``cache_path``; a second call with the same model and inputs reuses it.
+        ``cache_path``; a second call with the same checkpoint, modality and input files (paths,
+        sizes, modification times) reuses it.
     """
     import torch
 
     from duplus.inference.predictor import Predictor
-    from duplus.prognosis.features import extract_image_features, save_feature_cache
+    from duplus.prognosis.features import extract_image_features, load_feature_cache, save_feature_cache
     from duplus.text.prompts import t1_prompt
     from duplus.training.checkpoint import load_checkpoint
 
     ckpt = load_checkpoint(checkpoint)
     modality = _feature_modality(ckpt, modality)
+    ids = [c[0] for c in cases]
+    fingerprint = _features_fingerprint(cases, checkpoint, modality)
+    if Path(cache_path).is_file():
+        try:
+            cached = load_feature_cache(cache_path)
+        except InputError as exc:
+            logger.warning("recomputing image features: %s", exc)
+        else:
+            if cached["fingerprint"] == fingerprint and cached["ids"] == ids:
+                logger.info("image features: reusing %s", cache_path)
+                return Path(cache_path)
     predictor = Predictor.from_checkpoint(checkpoint, device=device)
     t1 = predictor.prompt_cache.get([t1_prompt(modality, REGION)])[0]
     has_mask = all(m is not None for _, _, m in cases)
@@ -95,7 +107,6 @@ def compute_cohort_features(
         _CaseLoader(_case_files(images, modality), mask_path, modality, predictor.preprocess)
         for _, images, mask_path in cases
     ]
-    ids = [c[0] for c in cases]
     feats = extract_image_features(
         predictor.model,
         [loader.image for loader in loaders],
@@ -114,9 +125,25 @@ def compute_cohort_features(
         ids=ids,
         names=names,
         tumour_volume=np.asarray([loader.tumour_ml for loader in loaders]) if has_mask else None,
-        fingerprint=f"{Path(checkpoint).resolve()}:{Path(checkpoint).stat().st_mtime_ns}:{modality}",
+        fingerprint=fingerprint,
     )
     return Path(cache_path)
+
+
+def _features_fingerprint(
+    cases: list[tuple[str, list[Path], Path | None]], checkpoint: str | Path, modality: str
+) -> str:
+    """The checkpoint, the modality and every input file's path, size and modification time."""
+    import hashlib
+
+    def stat(path: Path) -> str:
+        st = Path(path).stat()
+        return f"{Path(path).resolve()}:{st.st_size}:{st.st_mtime_ns}"
+
+    h = hashlib.sha1()
+    for pid, images, mask in cases:
+        h.update("|".join([pid, *map(stat, images), stat(mask) if mask is not None else "-"]).encode())
+    return f"{stat(Path(checkpoint))}:{modality}:{h.hexdigest()}"
 
 
 def hecktor_cases(folder: str | Path, split: str = "training") -> list[tuple[str, list[Path], Path | None]]:

@@ -46,7 +46,9 @@ from duplus.prognosis.model import (
     load_prognosis,
     predict_risk,
     save_prognosis,
+    text_dropout_draws,
 )
+from duplus.prognosis.text_states import TextStates, compute_text_states
 
 __all__ = [
     "BASELINE",
@@ -189,6 +191,27 @@ def _base_encoder_factory(cfg: PrognosisConfig) -> Callable[[], nn.Module]:
     return factory
 
 
+def _cohort_text_states(
+    model: Any, texts: Sequence[str], memo: dict[tuple[str, int, int], TextStates]
+) -> TextStates | None:
+    """The frozen-layer states of all ``texts`` for ``model``'s text encoder, computed once per
+    cohort (every model's encoder is a copy of the same base); ``None`` with nothing to skip."""
+    layer = model.text_frozen_layers
+    if layer == 0:
+        return None
+    draws = text_dropout_draws(model)
+    key = (str(getattr(model.text_encoder, "model_id", "")), layer, draws)
+    if key not in memo:
+        memo[key] = compute_text_states(model.text_encoder, texts, layer, dropout_draws=draws)
+        logger.info(
+            "EHR text: %d frozen encoder layer(s) run once for %d patients (+%d dropout draws)",
+            layer,
+            len(texts),
+            memo[key].num_draws,
+        )
+    return memo[key]
+
+
 def _c_or_nan(time: np.ndarray, risk: np.ndarray, event: np.ndarray) -> float:
     try:
         return concordance_index(time, risk, event)
@@ -221,7 +244,8 @@ def cross_validate(
             ``tumour_volume`` added (``cox_clinical+volume``).
         tumour_volume: ``(N,)`` tumour volumes (ml), optional.
         text_encoder_factory: returns a fresh base text encoder per model (default: load
-            ``cfg.text_encoder`` once and deep-copy it).
+            ``cfg.text_encoder`` once and deep-copy it). The outputs of its frozen layers are
+            computed once and shared by every model, so it must hand out copies of one encoder.
         return_predictions: also return the out-of-fold risks.
 
     Returns:
@@ -261,6 +285,7 @@ def cross_validate(
     ids = df["id"].astype(str).to_numpy()
     rows: list[dict[str, Any]] = []
     preds: list[pd.DataFrame] = []
+    text_memo: dict[tuple[str, int, int], TextStates] = {}
     total = cfg.repeats * cfg.folds
     for rep in range(cfg.repeats):
         folds = stratified_kfold(event, cfg.folds, seed=cfg.seed + rep)
@@ -282,10 +307,15 @@ def cross_validate(
                 te_texts = [texts[i] for i in test_idx] if need_text and texts is not None else None
                 tr_feats = image_feats[train_idx] if need_image and image_feats is not None else None
                 te_feats = image_feats[test_idx] if need_image and image_feats is not None else None
-                fit_prognosis(model, tr_texts, tr_feats, time[train_idx], event[train_idx], mcfg)
+                states = _cohort_text_states(model, texts, text_memo) if need_text and texts else None
+                tr_states = states.subset(train_idx) if states is not None else None
+                te_states = states.subset(test_idx, with_draws=False) if states is not None else None
+                fit_prognosis(
+                    model, tr_texts, tr_feats, time[train_idx], event[train_idx], mcfg, text_states=tr_states
+                )
                 results[mode] = (
-                    predict_risk(model, tr_texts, tr_feats),
-                    predict_risk(model, te_texts, te_feats),
+                    predict_risk(model, tr_texts, tr_feats, text_states=tr_states),
+                    predict_risk(model, te_texts, te_feats, text_states=te_states),
                 )
                 del model
             if baseline:

@@ -1,10 +1,15 @@
 """Image features for prognosis from the frozen DuPLUS segmentation backbone.
 
 Each preprocessed PET/CT volume ``(2, D, H, W)`` goes through the T1-conditioned backbone
-(:meth:`duplus.models.duplus.DuPLUS.extract_features`) one case at a time, without gradients; the
+(:meth:`duplus.models.duplus.DuPLUS.extract_features`) without gradients, cases of one shape in
+small batches (a batch of one takes a slow convolution path on CPU); the
 bottleneck ``(C, d, h, w)`` is pooled over space (mean and max; optionally the mean inside the
 tumour mask brought to the bottleneck grid) into one vector per patient. Volumes are zero-padded
 to the network's size divisor; padded cells are left out of the pooling.
+
+Only the bottleneck is used, so the decoder is not run: the backbone stops when the encoder's skips
+reach ``model.decoder`` (checked on the first batch against the full ``extract_features``; any
+difference and every batch runs it in full).
 
 Features are cached in an ``.npz`` (ids, features, names and a fingerprint of the model, the
 prompt and the inputs), so repeated cross-validation runs do not recompute them.
@@ -15,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import logging
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -189,6 +195,108 @@ def tumour_volume_ml(mask: np.ndarray | Tensor, spacing: Sequence[float]) -> flo
     return voxels * float(np.prod(spacing)) / 1000.0
 
 
+class _Bottleneck(Exception):
+    def __init__(self, bottleneck: Tensor) -> None:
+        super().__init__()
+        self.bottleneck = bottleneck
+
+
+def _stop_at_decoder(_module: Any, args: tuple) -> None:
+    """Forward pre-hook on ``model.decoder``: its first argument is the encoder's skips, the last
+    of which is the bottleneck; stop there."""
+    skips = args[0] if args else None
+    if isinstance(skips, list | tuple) and skips and isinstance(skips[-1], Tensor):
+        raise _Bottleneck(skips[-1])
+
+
+def _bottleneck(
+    model: FeatureExtractor, image: Tensor, modality_index: Tensor, t1: Tensor, skip_decoder: bool
+) -> Tensor:
+    """``model.extract_features(...)["bottleneck"]``, without running ``model.decoder`` when
+    ``skip_decoder`` and the model has one."""
+    decoder = getattr(model, "decoder", None) if skip_decoder else None
+    if not isinstance(decoder, torch.nn.Module):
+        return model.extract_features(image, modality_index, t1)["bottleneck"]
+    handle = decoder.register_forward_pre_hook(_stop_at_decoder)
+    try:
+        return model.extract_features(image, modality_index, t1)["bottleneck"]
+    except _Bottleneck as stop:
+        return stop.bottleneck
+    finally:
+        handle.remove()
+
+
+@dataclass
+class _Case:
+    """One preprocessed case, zero-padded to the network's size divisor.
+
+    ``image (C, D', H', W')``; ``valid (D', H', W')`` marks image (not padding); ``tumour`` the same
+    grid's tumour voxels, all off for a case without a mask, ``None`` when no masks are used."""
+
+    image: Tensor
+    valid: Tensor
+    tumour: Tensor | None
+
+
+def _load_case(
+    i: int, case_id: str, volume: VolumeLike, masks: Sequence[VolumeLike | None] | None, divisor: int
+) -> _Case:
+    x = _as_tensor(volume).float()
+    if x.ndim != 4:
+        raise InputError(None, f"case {case_id}: expected an image (C, D, H, W), got shape {tuple(x.shape)}")
+    spatial = tuple(x.shape[1:])
+    valid = _pad_to(torch.ones(1, *spatial), divisor)[0] > 0
+    tumour = None
+    if masks is not None:
+        mask = masks[i]
+        tumour = torch.zeros_like(valid)
+        if mask is not None:
+            m = _as_tensor(mask)
+            if tuple(m.shape) != spatial:
+                raise InputError(
+                    None, f"case {case_id}: tumour mask {tuple(m.shape)} does not match image {spatial}"
+                )
+            tumour = _pad_to((m > 0)[None].float(), divisor)[0] > 0
+    return _Case(_pad_to(x, divisor), valid, tumour)
+
+
+class _BatchRunner:
+    """Pooled features of a batch of same-shape cases, one forward pass.
+
+    Cases go through the network together: on CPU, PyTorch runs 3D convolutions of a batch of one
+    with few channels on a slow im2col path (several times slower per case than a batch of two).
+    The first batch checks that stopping before the decoder gives the same bottleneck.
+    """
+
+    def __init__(self, model: FeatureExtractor, mod_idx: int, t1: Tensor, device: torch.device) -> None:
+        self.model, self.mod_idx, self.t1, self.device = model, mod_idx, t1, device
+        self.skip_decoder = isinstance(getattr(model, "decoder", None), torch.nn.Module)
+        self.checked = False
+
+    def __call__(self, cases: list[_Case]) -> list[np.ndarray]:
+        b = len(cases)
+        image = torch.stack([c.image for c in cases]).to(self.device)
+        mod = torch.full((b,), self.mod_idx, dtype=torch.long, device=self.device)
+        t1 = self.t1.to(self.device).expand(b, -1)
+        bottleneck = _bottleneck(self.model, image, mod, t1, self.skip_decoder)
+        if self.skip_decoder and not self.checked:
+            full = self.model.extract_features(image, mod, t1)["bottleneck"]
+            if full.shape != bottleneck.shape or not torch.equal(full, bottleneck):
+                logger.warning("image features: the bottleneck needs the full forward; running it")
+                self.skip_decoder, bottleneck = False, full
+            self.checked = True
+        bottleneck = bottleneck.float().cpu()
+        grid = bottleneck.shape[2:]
+        return [
+            pool_bottleneck(
+                bottleneck[j],
+                _to_grid(c.valid, grid),
+                _to_grid(c.tumour, grid) if c.tumour is not None else None,
+            ).numpy()
+            for j, c in enumerate(cases)
+        ]
+
+
 @torch.no_grad()
 def extract_image_features(
     model: FeatureExtractor,
@@ -201,8 +309,9 @@ def extract_image_features(
     cache_path: str | Path | None = None,
     hash_inputs: bool = True,
     device: str | torch.device = "cpu",
+    batch_size: int = 2,
 ) -> np.ndarray:
-    """Pooled bottleneck features of the frozen backbone, one case at a time.
+    """Pooled bottleneck features of the frozen backbone, a few cases at a time.
 
     Args:
         model: a DuPLUS network (or anything with the same ``extract_features``); left unchanged.
@@ -218,11 +327,16 @@ def extract_image_features(
         hash_inputs: include the volumes and masks in the cache fingerprint (reads them all once);
             ``False`` keys the cache on the model, prompt, ids and counts only.
         device: where to run the model.
+        batch_size: cases of the same (padded) shape run through the network together, up to this
+            many (features do not depend on it beyond float rounding); at most ``4 * batch_size``
+            cases wait for a batch at a time.
 
     Returns:
         ``(N, F)`` float32 features, ``F = len(image_feature_names(C_bottleneck, tumour_masks is not None))``.
     """
     n = len(volumes)
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     if tumour_masks is not None and len(tumour_masks) != n:
         raise ValueError(f"{n} volumes but {len(tumour_masks)} tumour masks")
     ids = [str(i) for i in (ids if ids is not None else range(n))]
@@ -251,40 +365,35 @@ def extract_image_features(
     if hasattr(model, "eval"):
         model.eval()  # type: ignore[attr-defined]
     divisor = int(getattr(model, "size_divisor", 16))
-    rows = []
+    run = _BatchRunner(model, mod_idx, t1, torch.device(device))
+    rows: list[np.ndarray | None] = [None] * n
+    pending: dict[tuple[int, ...], list[tuple[int, _Case]]] = {}  # by padded shape, oldest first
+
+    def flush(shape: tuple[int, ...]) -> None:
+        group = pending.pop(shape)
+        for (i, _), row in zip(group, run([c for _, c in group]), strict=True):
+            rows[i] = row
+
     try:
         for i, vol in enumerate(volumes):
-            x = _as_tensor(vol).float()
-            if x.ndim != 4:
-                raise InputError(
-                    None, f"case {ids[i]}: expected an image (C, D, H, W), got shape {tuple(x.shape)}"
-                )
-            spatial = x.shape[1:]
-            image = _pad_to(x, divisor)[None].to(device)
-            out = model.extract_features(image, torch.tensor([mod_idx], device=device), t1.to(device))
-            bottleneck = out["bottleneck"][0].float().cpu()
-            grid = bottleneck.shape[1:]
-            valid_full = _pad_to(torch.ones(1, *spatial), divisor)[0]
-            valid = _to_grid(valid_full, grid)
-            tumour = None
-            if tumour_masks is not None:
-                mask = tumour_masks[i]
-                if mask is None:
-                    tumour = torch.zeros(grid, dtype=torch.bool)
-                else:
-                    m = _as_tensor(mask)
-                    if tuple(m.shape) != tuple(spatial):
-                        raise InputError(
-                            None,
-                            f"case {ids[i]}: tumour mask {tuple(m.shape)} does not match image {tuple(spatial)}",
-                        )
-                    tumour = _to_grid(_pad_to((m > 0)[None].float(), divisor)[0], grid)
-            rows.append(pool_bottleneck(bottleneck, valid, tumour).numpy())
+            case = _load_case(i, ids[i], vol, tumour_masks, divisor)
+            shape = tuple(case.image.shape)
+            pending.setdefault(shape, []).append((i, case))
+            if len(pending[shape]) == batch_size:
+                flush(shape)
+            elif sum(map(len, pending.values())) > 4 * batch_size:  # bound the cases held in memory
+                flush(next(iter(pending)))
             logger.debug("image features: case %d/%d (%s)", i + 1, n, ids[i])
+        while pending:
+            flush(next(iter(pending)))
     finally:
         if was_training and hasattr(model, "train"):
             model.train()  # type: ignore[attr-defined]
-    feats: np.ndarray = np.stack(rows).astype(np.float32) if rows else np.zeros((0, 0), dtype=np.float32)
+    feats: np.ndarray = (
+        np.stack([r for r in rows if r is not None]).astype(np.float32)
+        if rows
+        else np.zeros((0, 0), dtype=np.float32)
+    )
     if cache_path is not None:
         channels = int(feats.shape[1]) // (3 if tumour_masks is not None else 2) if n else 0
         save_feature_cache(

@@ -10,6 +10,10 @@
 ``"both"``. Training minimises the Cox negative partial log-likelihood (the risk set is the batch,
 so batches are large; by default the whole training set). Only the LoRA adapters and the small
 heads are trained and saved; the base text encoder on disk is never written.
+
+When LoRA adapts only the top layers of the text encoder (or none), the frozen layers below run
+once per set of texts (:mod:`duplus.prognosis.text_states`) and each training step runs only the
+adapted layers.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from __future__ import annotations
 import copy
 import logging
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,6 +37,13 @@ from duplus.fileio import atomic_path
 from duplus.losses.cox import cox_ph_loss
 from duplus.metrics.survival import concordance_index
 from duplus.prognosis.ehr import EHRTemplate
+from duplus.prognosis.text_states import (
+    TextStates,
+    compute_text_states,
+    encode_text_states,
+    frozen_layer_count,
+    has_dropout,
+)
 
 __all__ = [
     "MODES",
@@ -40,6 +52,7 @@ __all__ = [
     "build_prognosis_model",
     "fit_prognosis",
     "predict_risk",
+    "text_dropout_draws",
     "save_prognosis",
     "load_prognosis",
     "load_prognosis_config",
@@ -207,6 +220,14 @@ class PrognosisModel(nn.Module):
     def text_is_trainable(self) -> bool:
         return self.text_encoder is not None and self.cfg.lora_r > 0
 
+    @property
+    def text_frozen_layers(self) -> int:
+        """Leading text-encoder layers that are frozen and can run once per cohort
+        (:func:`duplus.prognosis.text_states.frozen_layer_count`; 0 = none, or no text branch)."""
+        if self.text_encoder is None:
+            return 0
+        return frozen_layer_count(self.text_encoder) or 0
+
     def fit_standardiser(
         self, image_feats: np.ndarray | Tensor | None = None, text_emb: Tensor | None = None
     ) -> None:
@@ -299,6 +320,7 @@ def fit_prognosis(
     time: np.ndarray,
     event: np.ndarray,
     cfg: PrognosisConfig | None = None,
+    text_states: TextStates | None = None,
 ) -> dict[str, list[float]]:
     """Train ``model`` with the Cox partial likelihood.
 
@@ -309,6 +331,9 @@ def fit_prognosis(
             mean/std (the training fold's).
         time: ``(N,)`` follow-up times; event: ``(N,)`` 1 = event.
         cfg: defaults to ``model.cfg``.
+        text_states: frozen-layer states of ``texts`` (e.g. rows of a cohort's, see
+            :func:`duplus.prognosis.text_states.compute_text_states`, from the same base encoder);
+            computed here when omitted and the encoder has frozen layers to skip.
 
     Returns:
         History: ``loss`` per epoch (mean over steps), and ``val_cindex`` when ``cfg.val_fraction > 0``
@@ -333,13 +358,14 @@ def fit_prognosis(
         if e[val_idx].sum() < 1 or e[train_idx].sum() < 1:
             logger.warning("too few events for a validation split; training without early stopping")
             train_idx, val_idx = np.arange(n), np.zeros(0, dtype=int)
-    frozen_emb = start_emb = None
-    if model.text_encoder is not None:
+    text = _TextRows.build(model, texts, text_states, compute=True)
+    start_emb = None
+    if text is not None:
         model.eval()
         with torch.no_grad():
-            start_emb = model.embed_texts(list(texts))  # type: ignore[arg-type]
+            start_emb = text(np.arange(n))
         if not model.text_is_trainable:
-            frozen_emb = start_emb
+            text.frozen = start_emb
         start_emb = start_emb[torch.as_tensor(train_idx)]
     model.fit_standardiser(feats[train_idx] if feats is not None else None, start_emb)
 
@@ -365,9 +391,8 @@ def fit_prognosis(
             if e[b].sum() < 1:
                 continue
             risk = model(
-                texts=[texts[i] for i in b] if texts is not None and frozen_emb is None else None,  # type: ignore[index]
                 image_feats=feats[b] if feats is not None else None,
-                text_emb=frozen_emb[b] if frozen_emb is not None else None,
+                text_emb=text(b, step=epoch) if text is not None else None,
             )
             loss = cox_ph_loss(risk, t_all[b].to(risk), e_all[b].to(risk), ties=cfg.ties)
             opt.zero_grad(set_to_none=True)
@@ -377,7 +402,7 @@ def fit_prognosis(
         history["loss"].append(float(np.mean(losses)) if losses else float("nan"))
         msg = f"epoch {epoch + 1}/{cfg.epochs} loss {history['loss'][-1]:.4f}"
         if val_idx.size:
-            risk_val = _predict(model, texts, feats, frozen_emb, val_idx, cfg.batch_size)
+            risk_val = _predict(model, text, feats, val_idx, cfg.batch_size)
             c = concordance_index(t[val_idx], risk_val, e[val_idx])
             history["val_cindex"].append(c)
             msg += f" val C-index {c:.3f}"
@@ -411,12 +436,72 @@ def _clock() -> float:
     return time.perf_counter()
 
 
+class _TextRows:
+    """Text embeddings ``(len(idx), E)`` of rows ``idx`` of a fixed list of texts.
+
+    From the cached frozen-layer states when there are any (only the layers above them run),
+    else through the full encoder; ``frozen`` holds all ``N`` embeddings once computed for an
+    encoder that does not train.
+    """
+
+    def __init__(self, model: PrognosisModel, texts: list[str], states: TextStates | None) -> None:
+        self.model, self.texts, self.states = model, texts, states
+        self.frozen: Tensor | None = None
+
+    @classmethod
+    def build(
+        cls,
+        model: PrognosisModel,
+        texts: Sequence[str] | None,
+        states: TextStates | None,
+        *,
+        compute: bool,
+    ) -> _TextRows | None:
+        """``None`` without a text branch. ``compute``: build the states when none are given and
+        the encoder has frozen layers to skip (worth it when the texts are encoded many times)."""
+        if model.text_encoder is None:
+            return None
+        if texts is None:
+            raise ValueError(f"mode '{model.mode}' needs EHR texts")
+        texts = list(texts)
+        frozen = model.text_frozen_layers
+        if states is not None:
+            if states.texts != tuple(t.strip() for t in texts):
+                raise ValueError("text_states were computed for other texts (or another order)")
+            if states.layer > frozen:
+                raise ValueError(
+                    f"text_states start at layer {states.layer}, but layer {frozen} of the encoder trains"
+                )
+        elif compute and frozen > 0:
+            states = compute_text_states(
+                model.text_encoder, texts, frozen, dropout_draws=text_dropout_draws(model)
+            )
+        return cls(model, texts, states)
+
+    def __call__(self, idx: np.ndarray, step: int | None = None) -> Tensor:
+        """``step``: a training step, which takes its dropout draw of the frozen layers."""
+        if self.frozen is not None:
+            return self.frozen[torch.as_tensor(idx)]
+        if self.states is not None:
+            states = self.states if step is None else self.states.draw(step)
+            return encode_text_states(self.model.text_encoder, states.subset(idx, with_draws=False))
+        return self.model.embed_texts([self.texts[i] for i in idx])
+
+
+def text_dropout_draws(model: PrognosisModel) -> int:
+    """Dropout draws of the frozen text layers a fit of ``model`` uses: one per epoch while the
+    encoder trains (the full forward draws afresh at every step), none for a frozen encoder."""
+    frozen = model.text_frozen_layers
+    if not model.text_is_trainable or frozen == 0 or not has_dropout(model.text_encoder, frozen):
+        return 0
+    return int(model.cfg.epochs)
+
+
 @torch.no_grad()
 def _predict(
     model: PrognosisModel,
-    texts: list[str] | None,
+    text: _TextRows | None,
     feats: Tensor | None,
-    frozen_emb: Tensor | None,
     idx: np.ndarray,
     batch_size: int,
 ) -> np.ndarray:
@@ -427,9 +512,8 @@ def _predict(
         b = idx[s : s + batch_size]
         out.append(
             model(
-                texts=[texts[i] for i in b] if texts is not None and frozen_emb is None else None,
                 image_feats=feats[b] if feats is not None else None,
-                text_emb=frozen_emb[b] if frozen_emb is not None else None,
+                text_emb=text(b) if text is not None else None,
             ).cpu()
         )
     model.train(was_training)
@@ -441,10 +525,12 @@ def predict_risk(
     texts: list[str] | None = None,
     image_feats: np.ndarray | None = None,
     batch_size: int = 256,
+    text_states: TextStates | None = None,
 ) -> np.ndarray:
     """Risk scores ``(N,)`` in eval mode (higher = earlier event; HECKTOR's ``Prediction``).
 
-    Inputs the model's mode does not use are ignored.
+    Inputs the model's mode does not use are ignored. ``text_states``: frozen-layer states of
+    ``texts`` (see :func:`fit_prognosis`), so that only the layers above them run.
     """
     texts = list(texts) if texts is not None and model.text_encoder is not None else None
     image_feats = image_feats if model.image_head is not None else None
@@ -461,7 +547,8 @@ def predict_risk(
             f"the model expects {model.image_dim} image features, got {np.asarray(image_feats).shape[1]}",
         )
     feats = None if image_feats is None else torch.as_tensor(np.asarray(image_feats), dtype=torch.float32)
-    return _predict(model, texts, feats, None, np.arange(n), batch_size)
+    text = _TextRows.build(model, texts, text_states, compute=False)
+    return _predict(model, text, feats, np.arange(n), batch_size)
 
 
 # ---------------------------------------------------------------------------------- save / load
