@@ -20,7 +20,7 @@ class DemoSettings:
     adapt_iterations: int = 150
     # task-scoped (the default network_scope): the original targets keep the base network
     adapt_train: list[str] = field(default_factory=lambda: ["text_lora", "head", "backbone_lora"])
-    prognosis_epochs: int = 20
+    prognosis_epochs: int = 10  # LoRA fits dominate the demo's prognosis time
     prognosis_folds: int = 3
     prognosis_repeats: int = 1
     paraphrases: int = 6
