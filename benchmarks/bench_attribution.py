@@ -1,13 +1,11 @@
-"""Where the conditioning's time goes, and what two small library changes would save.
+"""Where the conditioning's time goes, and what a small library change to FiLM would save.
 
 The same training step and whole-volume prediction as ``bench_overhead.py``, interleaved, for:
 
 * ``plain``: the backbone without prompts (static head), the reference;
 * ``duplus_head_only``: no T1 conditioning, the library's dynamic head -> the head's price;
 * ``duplus``: the library model (FiLM + dynamic head) -> minus the above, FiLM's price;
-* ``duplus_fused``: FiLM as one ``addcmul`` pass (prototype ``peers.AddcmulFiLM``);
-* ``duplus_chunked``: the dynamic head over voxel chunks (prototype ``peers.ChunkedDynamicHead``);
-* ``duplus_proposed``: both prototypes.
+* ``duplus_fused``: FiLM as one ``addcmul`` pass (prototype ``peers.AddcmulFiLM``).
 
     python benchmarks/bench_attribution.py            # tiny and small
     python benchmarks/bench_attribution.py --quick    # tiny only, fewer rounds
@@ -41,7 +39,7 @@ from peers import (
     synthetic_ct_volume,
 )
 
-NETWORKS = ("plain", "duplus_head_only", "duplus", "duplus_fused", "duplus_chunked", "duplus_proposed")
+NETWORKS = ("plain", "duplus_head_only", "duplus", "duplus_fused")
 
 
 def bench_preset(preset: str, args: argparse.Namespace) -> dict[str, Any]:

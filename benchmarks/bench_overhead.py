@@ -4,11 +4,10 @@ For each preset, one training step (AdamW, Dice + BCE, batch 2, patch 64^3) and 
 Gaussian sliding-window prediction (DuPLUS: ``condition`` once, then ``forward_conditioned`` per
 window) of three networks, interleaved in one process:
 
-* ``duplus``: FiLM at every residual block + the T2 dynamic head over ``K`` targets;
+* ``duplus``: the library model, FiLM at every residual block + the T2 dynamic head over ``K``
+  targets (evaluated over chunks of voxels by ``DynamicHead.run_heads``);
 * ``dynunet``: MONAI ``DynUNet`` of equal widths, ``out_channels = K`` (the design's peer);
-* ``plain``: DuPLUS's own backbone, no conditioning, static 1x1x1 head (the pure price of the prompts);
-* ``duplus_chunked``: DuPLUS with the dynamic head evaluated in voxel chunks (a benchmark-local
-  prototype of a library change, see ``peers.ChunkedDynamicHead``).
+* ``plain``: DuPLUS's own backbone, no conditioning, static 1x1x1 head (the pure price of the prompts).
 
 Target: DuPLUS / peer <= 1.05 (design: <= 1.10).
 
@@ -48,8 +47,8 @@ from peers import (
 
 from duplus.models.registry import count_parameters, get_preset
 
-NETWORKS = ("duplus", "dynunet", "plain", "duplus_chunked")
-OURS = ("duplus", "duplus_chunked")
+NETWORKS = ("duplus", "dynunet", "plain")
+OURS = ("duplus",)
 PEERS = ("dynunet", "plain")
 
 

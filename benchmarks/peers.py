@@ -8,9 +8,9 @@ a whole-volume prediction) so every benchmark times the same thing.
 * ``plain``: DuPLUS's own stems + encoder + decoder with no T1 conditioning and a static 1x1x1
   conv to ``K`` outputs instead of the T2 dynamic head, i.e. exactly "the same backbone without
   conditioning"; the ratio against it is the price of FiLM + the dynamic head alone.
-* ``duplus_chunked``: DuPLUS with a benchmark-local prototype of a library change,
-  :class:`ChunkedDynamicHead`: the same per-target conv stacks evaluated voxel-chunk by voxel-chunk,
-  so their ``K x 8``-channel intermediates stay in cache (bit-identical outputs).
+* ``duplus``: the library model as it is (FiLM + the T2 dynamic head, whose per-target stacks
+  ``DynamicHead.run_heads`` evaluates over chunks of voxels); ``duplus_fused`` and
+  ``duplus_head_only`` are variants of it for ``bench_attribution.py``.
 """
 
 from __future__ import annotations
@@ -28,7 +28,6 @@ from duplus.config import ModelConfig
 from duplus.inference.sliding import predict_volume_logits
 from duplus.losses.segmentation import PartialLabelDiceBCELoss
 from duplus.models.duplus import DuPLUS
-from duplus.models.dynamic_head import DynamicHead
 from duplus.models.film import FiLM
 from duplus.models.registry import build_model, get_preset
 
@@ -81,51 +80,6 @@ class PlainUNet(nn.Module):
         return self.head(self.decoder(skips))
 
 
-class ChunkedDynamicHead(DynamicHead):
-    """Prototype (benchmark only): :meth:`DynamicHead.run_heads` over chunks of voxels.
-
-    The library evaluates all ``K`` stacks over the whole window at once, which writes and reads
-    ``K * (8 + 8 + 1)`` full-size channels: memory-bound, and on the CPU it costs more than its
-    FLOPs suggest. Chunks of ``chunk`` voxels keep the intermediates in cache; without autograd the
-    ReLUs run in place and each chunk is written straight into the output.
-    """
-
-    chunk_no_grad = 4096
-    chunk_grad = 32768
-
-    def run_heads(self, features: Tensor, params: Tensor) -> Tensor:
-        b, c = features.shape[:2]
-        spatial = features.shape[2:]
-        k = params.shape[1]
-        flat = features.reshape(b, c, -1)
-        n = flat.shape[-1]
-        layers = []
-        offset = 0
-        for c_out, c_in in self.layer_shapes:
-            w = params[..., offset : offset + c_out * c_in]
-            offset += c_out * c_in
-            bias = params[..., offset : offset + c_out]
-            offset += c_out
-            layers.append((w, bias, c_out, c_in))
-        w0, b0, c0, cin0 = layers[0]
-        w0, b0 = w0.reshape(b, k * c0, cin0), b0.reshape(b, k * c0, 1)
-        rest = [(w.reshape(b * k, co, ci), bb.reshape(b * k, co, 1)) for w, bb, co, ci in layers[1:]]
-        grad = torch.is_grad_enabled()
-        chunk = self.chunk_grad if grad else self.chunk_no_grad
-        out = None if grad else flat.new_empty(b, k, n)
-        pieces = []
-        for start in range(0, n, chunk):
-            h = torch.baddbmm(b0, w0, flat[:, :, start : start + chunk]).view(b * k, c0, -1)
-            for w, bias in rest:  # ReLU after every layer but the last
-                h = torch.baddbmm(bias, w, torch.relu(h) if grad else h.relu_())
-            if out is None:
-                pieces.append(h.view(b, k, -1))
-            else:
-                out[:, :, start : start + chunk] = h.view(b, k, -1)
-        result = torch.cat(pieces, dim=-1) if out is None else out
-        return result.view(b, k, *spatial)
-
-
 class AddcmulFiLM(FiLM):
     """Prototype (benchmark only): :meth:`FiLM.modulate` as one fused ``addcmul`` pass,
     ``beta + x * (1 + gamma)``, instead of a multiplication and an addition over the whole tensor."""
@@ -144,18 +98,9 @@ def fuse_film(model: DuPLUS) -> DuPLUS:
     return clone
 
 
-def chunk_head(model: DuPLUS) -> DuPLUS:
-    """A deep copy of ``model`` whose head is a :class:`ChunkedDynamicHead` (same weights)."""
-    clone = copy.deepcopy(model)
-    clone.head.__class__ = ChunkedDynamicHead
-    return clone
-
-
 DUPLUS_VARIANTS: dict[str, str] = {
-    "duplus": "the library model: FiLM + dynamic head",
-    "duplus_chunked": "library FiLM + chunked dynamic head (prototype)",
+    "duplus": "the library model: FiLM + dynamic head (chunked over voxels)",
     "duplus_fused": "addcmul FiLM (prototype) + library dynamic head",
-    "duplus_proposed": "addcmul FiLM + chunked dynamic head (both prototypes)",
     "duplus_head_only": "no T1 conditioning (conditioning='none') + library dynamic head",
 }
 
@@ -170,12 +115,8 @@ def build_peers(preset: str, num_targets: int, which: Sequence[str]) -> dict[str
             library = build_duplus(preset)
         if name == "duplus":
             out[name] = library
-        elif name == "duplus_chunked":
-            out[name] = chunk_head(library)
         elif name == "duplus_fused":
             out[name] = fuse_film(library)
-        elif name == "duplus_proposed":
-            out[name] = chunk_head(fuse_film(library))
         elif name == "duplus_head_only":
             out[name] = build_duplus(preset, conditioning="none")
         elif name == "dynunet":
@@ -307,12 +248,10 @@ __all__ = [
     "DUPLUS_VARIANTS",
     "TEXT_DIM",
     "AddcmulFiLM",
-    "ChunkedDynamicHead",
     "PlainUNet",
     "build_duplus",
     "build_dynunet",
     "build_peers",
-    "chunk_head",
     "forward_for",
     "fuse_film",
     "make_batch",

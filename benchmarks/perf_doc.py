@@ -57,10 +57,40 @@ def provenance(d: dict[str, Any]) -> str:
     )
 
 
+# Results written before ``DynamicHead.run_heads`` evaluated the stacks over chunks of voxels carry
+# the benchmark-local prototype of that change under this name; their ``duplus`` is the old head.
+PRE_CHUNKING = "duplus_chunked"
+
+
+def stale_base_note(r: dict[str, Any]) -> str:
+    """What a ``base`` window-forward row measured before the chunked head landed means now."""
+    m = r["window_forward"]
+    if PRE_CHUNKING not in m["median_s"]:
+        return ""
+    rat = m["ratios"][f"{PRE_CHUNKING}/plain"]
+    return (
+        " It was measured before the chunked head landed in the library: its DuPLUS column is the "
+        "former whole-window head. The chunked prototype measured alongside it (the head the library "
+        f"has now) took {m['median_s'][PRE_CHUNKING]:.1f} s, {rat['ratio_median']:.2f}x `plain` "
+        f"[{rat['ratio_q25']:.2f}-{rat['ratio_q75']:.2f}]. Not re-measured since: "
+        "`bench_overhead.py --presets --with-base --name overhead_base` refreshes it."
+    )
+
+
+def stale_note(script: str) -> str:
+    """A warning for a section whose results predate the chunked head (see :data:`PRE_CHUNKING`)."""
+    return (
+        "**Stale: measured before the chunked head landed in the library.** The DuPLUS numbers here "
+        "are the former whole-window head; the prototype measured alongside (the head the library "
+        f"has now) is stored as `{PRE_CHUNKING}` in the JSON. `python benchmarks/{script}` refreshes it.\n\n"
+    )
+
+
 def section_overhead(d: dict[str, Any] | None, summary: list[list[str]]) -> str:
     if d is None:
         return "## 1. The cost of the conditioning\n\nNot run yet (`python benchmarks/bench_overhead.py`).\n"
     rows, worst = [], {}
+    stale = any(PRE_CHUNKING in r[w]["median_s"] for r in d["results"] for w in ("train", "infer") if w in r)
     for r in d["results"]:
         for what in ("train", "infer", "window_forward"):
             if what not in r:
@@ -74,16 +104,14 @@ def section_overhead(d: dict[str, Any] | None, summary: list[list[str]]) -> str:
                     m["median_s"]["duplus"],
                     m["median_s"]["dynunet"],
                     m["median_s"]["plain"],
-                    m["median_s"]["duplus_chunked"],
                     f"{rat['duplus/dynunet']['ratio_median']:.2f} [{rat['duplus/dynunet']['ratio_q25']:.2f}-{rat['duplus/dynunet']['ratio_q75']:.2f}]",
                     f"{rat['duplus/plain']['ratio_median']:.2f} [{rat['duplus/plain']['ratio_q25']:.2f}-{rat['duplus/plain']['ratio_q75']:.2f}]",
-                    f"{rat['duplus_chunked/plain']['ratio_median']:.2f}",
                     f"{per_round_median(m['samples_s']['plain'], m['samples_s']['dynunet']):.2f}",
                     len(m["samples_s"]["duplus"]),
                     load_str(m["load_before"], m["load_after"]),
                 ]
             )
-            for key in ("duplus/dynunet", "duplus/plain", "duplus_chunked/plain"):
+            for key in ("duplus/dynunet", "duplus/plain"):
                 worst[(what, key)] = max(worst.get((what, key), 0.0), rat[key]["ratio_median"])
     for what, label in (("train", "training step"), ("infer", "sliding-window volume")):
         if (what, "duplus/dynunet") not in worst:
@@ -92,41 +120,49 @@ def section_overhead(d: dict[str, Any] | None, summary: list[list[str]]) -> str:
             v = worst[(what, key)]
             summary.append(
                 [
-                    f"{label}: DuPLUS / {peer} (worst preset)",
+                    f"{label}: DuPLUS / {peer} (worst preset){' (stale: former head)' if stale else ''}",
                     "<= 1.05 (design <= 1.10)",
                     f"{v:.2f}",
                     two_level(v, 1.05, 1.10),
                 ]
             )
+    base_text = ""
+    if "base_note" in d:
+        base_stale = "".join(stale_base_note(r) for r in d["results"] if "window_forward" in r)
+        base_text = (
+            "The `base` row is one 96^3 window forward (batch 1, no autograd; "
+            "`bench_overhead.py --presets --with-base`), not a training step or a volume, which take "
+            f"too long here; {d['base_note']}{base_stale}"
+        )
     p = d["results"][0]
     return f"""## 1. The cost of the conditioning (`bench_overhead.py`)
 
-One training step (AdamW, partial-label Dice + BCE, batch {p["train"]["batch"]}, patch {p["train"]["patch"]}^3)
+{stale_note("bench_overhead.py") if stale else ""}One training step (AdamW, partial-label Dice + BCE, batch {p["train"]["batch"]}, patch {p["train"]["patch"]}^3)
 and one whole-volume Gaussian sliding-window prediction ({"x".join(map(str, p["infer"]["volume"]))} volume,
 roi {p["infer"]["roi"][0]}^3, overlap {p["infer"]["overlap"]}, window batch {p["infer"]["sw_batch_size"]}),
-K = {d["targets"]} targets, four networks interleaved in one process:
+K = {d["targets"]} targets, three networks interleaved in one process:
 
-* **duplus**: the library model (FiLM at every residual block, T2 dynamic head); inference takes the
-  library path (`model.condition` once, then `predict_volume_logits` -> `forward_conditioned`).
+* **duplus**: the library model (FiLM at every residual block, T2 dynamic head whose per-target
+  stacks `DynamicHead.run_heads` evaluates over chunks of voxels: 4096 without autograd, 32768
+  with); inference takes the library path (`model.condition` once, then `predict_volume_logits`
+  -> `forward_conditioned`).
 * **dynunet**: MONAI `DynUNet`, equal widths, kernel 3, strides `[1, 2, 2, ...]`, `res_block=True`,
   instance norm, `out_channels = K` (the design's peer).
 * **plain**: DuPLUS's own stems + encoder + decoder, no T1 conditioning, a static `Conv3d(8, K, 1)` head:
   the same backbone without the prompts, so `duplus / plain` is the price of the conditioning alone.
-* **duplus_chunked**: DuPLUS with the dynamic head evaluated in chunks of voxels (benchmark-local
-  prototype of a library change, `benchmarks/peers.py: ChunkedDynamicHead`; bit-identical outputs).
 
 Medians in seconds; ratios are medians of per-round ratios [quartiles]. On this loaded machine the
-same ratio moves by 0.1-0.2 between sessions (compare the `bench_attribution.py` table below, run
-later with the same sizes); the quartiles give the spread within one session.
+same ratio moves by 0.1-0.2 between sessions (compare the `bench_attribution.py` table below, a
+separate session with the same sizes); the quartiles give the spread within one session.
 
-{table(["preset", "what", "DuPLUS s", "DynUNet s", "plain s", "chunked s", "DuPLUS / DynUNet", "DuPLUS / plain", "chunked / plain", "plain / DynUNet", "rounds", "load"], rows)}
+{table(["preset", "what", "DuPLUS s", "DynUNet s", "plain s", "DuPLUS / DynUNet", "DuPLUS / plain", "plain / DynUNet", "rounds", "load"], rows)}
 
 Parameters: {", ".join(f"{r['preset']}: DuPLUS {r['params']['duplus'] / 1e6:.2f} M, DynUNet {r['params']['dynunet'] / 1e6:.2f} M" for r in d["results"])}
 (the DuPLUS count includes the FiLM MLP and the head's controller, which run once per volume).
 
 {provenance(d)}
 
-{("The `base` row is one 96^3 window forward (batch 1, no autograd; `bench_overhead.py --presets --with-base`), not a training step or a volume, which take too long here; " + d["base_note"]) if "base_note" in d else ""}
+{base_text}
 """
 
 
@@ -144,12 +180,20 @@ def section_attribution(d: dict[str, Any] | None) -> str:
                 + [load_str(m["load_before"], m["load_after"])]
             )
     legend = "\n".join(f"* `{n}`: {d['variants'][n]}" for n in names)
+    stale = (
+        f"\n\n**Measured before the chunked head landed in the library** and not re-run since: in this "
+        f"table `duplus_head_only`, `duplus` and `duplus_fused` use the former whole-window head, and "
+        f"`{PRE_CHUNKING}` (then a benchmark-local prototype) is the head the library has now. "
+        "`python benchmarks/bench_attribution.py` refreshes it."
+        if PRE_CHUNKING in names
+        else ""
+    )
     return f"""### Where the time goes (`bench_attribution.py`)
 
-The same step and volume as above, K = {d["targets"]}, six networks interleaved (few rounds: read
-differences under ~10 % as noise); each cell is the median per-round ratio to `plain` (the backbone
-without prompts). `duplus_head_only` vs `plain` is the dynamic head's price, `duplus` vs
-`duplus_head_only` FiLM's; the last three columns are the library model with the prototypes.
+The same step and volume as above, K = {d["targets"]}, {len(names)} networks interleaved (few rounds:
+read differences under ~10 % as noise); each cell is the median per-round ratio to `plain` (the
+backbone without prompts). `duplus_head_only` vs `plain` is the dynamic head's price, `duplus` vs
+`duplus_head_only` FiLM's; the columns after `duplus` are benchmark-local prototypes.{stale}
 
 {legend}
 
@@ -163,6 +207,7 @@ def section_targets(d: dict[str, Any] | None, summary: list[list[str]]) -> str:
     if d is None:
         return "## 2. Target scaling\n\nNot run yet (`python benchmarks/bench_targets.py`).\n"
     rows = []
+    stale = any(PRE_CHUNKING in e for r in d["results"] for e in r["per_k"].values())
     for r in d["results"]:
         for k, e in r["per_k"].items():
             rows.append(
@@ -170,32 +215,31 @@ def section_targets(d: dict[str, Any] | None, summary: list[list[str]]) -> str:
                     r["preset"],
                     k,
                     e["duplus"]["median_s"],
-                    f"{e['duplus']['vs_first']['ratio_median']:.2f}",
-                    e["duplus_chunked"]["median_s"],
-                    f"{e['duplus_chunked']['vs_first']['ratio_median']:.2f}",
+                    "{ratio_median:.2f} [{ratio_q25:.2f}-{ratio_q75:.2f}]".format(**e["duplus"]["vs_first"]),
                     f"{e['flop_ratio_vs_first']:.3f}",
+                    len(e["duplus"]["samples_s"]),
                     load_str(r["load_before"], r["load_after"]),
                 ]
             )
         if "10" in r["per_k"]:
-            for v, label in (("duplus", "library head"), ("duplus_chunked", "chunked-head prototype")):
-                x = r["per_k"]["10"][v]["vs_first"]["ratio_median"]
-                summary.append(
-                    [
-                        f"10 targets / 1 target, {r['preset']}, {label}",
-                        "<= 1.1 (design <= 1.2)",
-                        f"{x:.2f}",
-                        two_level(x, 1.1, 1.2),
-                    ]
-                )
+            x = r["per_k"]["10"]["duplus"]["vs_first"]["ratio_median"]
+            summary.append(
+                [
+                    f"10 targets / 1 target, inference, {r['preset']}{' (stale: former head)' if stale else ''}",
+                    "<= 1.1 (design <= 1.2)",
+                    f"{x:.2f}",
+                    two_level(x, 1.1, 1.2),
+                ]
+            )
     r0 = d["results"][0]
     return f"""## 2. Target scaling (`bench_targets.py`)
 
-Whole-volume prediction ({"x".join(map(str, r0["volume"]))}, roi {r0["roi"][0]}^3, overlap {r0["overlap"]}) for
-K = 1, 5, 10, 25 prompted targets, all K values and both heads interleaved. "FLOPs / K=1" is the
-load-independent ratio of one window's convolution + matmul FLOPs (`FlopCounterMode`).
+{stale_note("bench_targets.py") if stale else ""}Whole-volume prediction ({"x".join(map(str, r0["volume"]))}, roi {r0["roi"][0]}^3, overlap {r0["overlap"]}) for
+K = {", ".join(r0["per_k"])} prompted targets with the library model, all K values interleaved; "/ K=1"
+is the median of per-round ratios [quartiles]. "FLOPs / K=1" is the load-independent ratio of one
+window's convolution + matmul FLOPs (`FlopCounterMode`).
 
-{table(["preset", "K", "library s", "library / K=1", "chunked s", "chunked / K=1", "FLOPs / K=1", "load"], rows)}
+{table(["preset", "K", "median s", "/ K=1", "FLOPs / K=1", "rounds", "load"], rows)}
 
 {provenance(d)}
 """
@@ -430,41 +474,43 @@ ANALYSIS = """## Why targets are missed, and the plan
    the `plain` peer (the same backbone without prompts), and report `plain / DynUNet` as the cost of
    the backbone design, which is a modelling choice (stems per modality, residual decoder) and not
    overhead of the prompts.
-2. *The price of the prompts* (`duplus / plain`): in inference it is the dynamic head. K
-   per-target `8 -> 8 -> 8 -> 1` stacks evaluated over the whole window at once write and read
+2. *The price of the prompts* (`duplus / plain`): in inference it is mostly the dynamic head. K
+   per-target `8 -> 8 -> 8 -> 1` stacks evaluated over the whole window at once wrote and read
    `K x 17` full-size channels: memory-bound work whose FLOPs are a few per cent of the network's
-   (section 4: DuPLUS / plain FLOPs) but whose time is not. `bench_attribution.py` separates the
-   parts: without FiLM (`duplus_head_only`) inference costs the same as with it, so FiLM's share is
-   within the noise, and evaluating the same stacks over chunks of 4096 voxels
-   (`ChunkedDynamicHead`, bit-identical outputs) brings inference to within a few per cent of
-   `plain`. In training the differences between the variants are of the order of the round-to-round
-   noise on this loaded machine (see the quartiles in `overhead.json`); the chunked head does not
-   help reliably there, and fusing FiLM into one `addcmul` (`duplus_fused`) showed no measurable
-   gain anywhere. Plan: land the chunked head in the library, then re-measure training on a quiet
-   machine (or the lent GPU) with more rounds before deciding on further training-side work.
+   (section 4: DuPLUS / plain FLOPs) but whose time was not. `DynamicHead.run_heads` now evaluates
+   them over chunks of 4096 voxels (32768 with autograd) so the intermediates stay in cache; the
+   re-measured section 1 puts DuPLUS / plain at 1.15-1.18 for `tiny` and 1.03 (training) / 1.12
+   (inference) for `small`, still above the 1.10 bar for three of the four rows. What remains is
+   FiLM's elementwise pass after every norm and the head's per-window image context; at the tiny
+   widths these run at full resolution next to very cheap convolutions, so they weigh most there.
+   `bench_attribution.py` (section 1b, measured before the chunking) found FiLM's share within the
+   noise and fusing it into one `addcmul` (`duplus_fused`) no measurable gain; re-running it with
+   the chunked head, with more rounds on a quiet machine or the lent GPU, is the next step before
+   more work on the training side.
 
-**Target scaling.** With the library head, every extra target adds its full-size
-intermediates, so the time grows with K much faster than the FLOPs; with the chunked head it
-follows the FLOPs much more closely.
+**Target scaling.** With the former whole-window head, every extra target added its full-size
+intermediates, so the time grew with K much faster than the FLOPs (10 targets cost 1.84x one for
+`tiny`, 1.28x for `small`); with the chunked head the time follows the FLOPs closely (section 2:
+1.11x and 1.06x, within the design's 1.2x).
 
 {volume_analysis}
 
 ## Suggested library changes (not made here: benchmarks only)
 
-1. `DynamicHead.run_heads`: evaluate the per-target stacks over chunks of voxels (prototype:
-   `benchmarks/peers.py: ChunkedDynamicHead`, 4096 voxels without autograd, 32768 with; ReLU in
-   place without autograd; outputs identical). Largest win for inference and for many targets.
-2. `predict_volume_logits` / `Predictor`: skip windows without body voxels (`with_coord=True`
+Landed since: `DynamicHead.run_heads` evaluates the per-target stacks over chunks of voxels (4096
+without autograd, 32768 with; ReLU in place without autograd).
+
+1. `predict_volume_logits` / `Predictor`: skip windows without body voxels (`with_coord=True`
    predictor as in `bench_volume.py: AirSkippingPredictor`; the body mask is already computed for
    the crop) and offer `bf16` autocast on the CPU (`torch.autocast("cpu", torch.bfloat16)`), with
    a phantom Dice check in the tests; keep window batches >= 2 (with a batch of one, PyTorch's CPU
    convolution heuristic sends 3D convolutions whose `N*C*D*H` is small, i.e. the low-resolution
    layers of the tiny/small presets, to its slow im2col path instead of oneDNN; profiled at ~7x
    slower per FLOP for `tiny`'s 32^3 layers). Pad a final odd window batch rather than run it alone.
-3. Keep the body crop on by default (`PreprocessConfig.crop_foreground`): section 3 shows that the
+2. Keep the body crop on by default (`PreprocessConfig.crop_foreground`): section 3 shows that the
    demo model, trained on body-cropped cases, loses tens of Dice points on an uncropped air-padded
    grid; a test on an air-padded phantom would guard it.
-4. `EmbeddingCache.get`: `TextEncoder.is_trainable` walks every parameter on each call; cache the
+3. `EmbeddingCache.get`: `TextEncoder.is_trainable` walks every parameter on each call; cache the
    flag (it changes only in `set_trainable` / when LoRA is applied). Negligible next to a step.
 """
 
