@@ -1,4 +1,4 @@
-"""Sizes of the demo: the full run (about 10 minutes on 2 CPU cores) and the ``--quick`` smoke run."""
+"""Sizes of the demo: the full run (about 13 minutes on 2 idle CPU cores) and the ``--quick`` smoke run."""
 
 from __future__ import annotations
 
