@@ -83,7 +83,11 @@ def compute_cohort_features(
     import torch
 
     from duplus.inference.predictor import Predictor
-    from duplus.prognosis.features import extract_image_features, load_feature_cache, save_feature_cache
+    from duplus.prognosis.features import (
+        extract_image_features,
+        load_matching_feature_cache,
+        save_feature_cache,
+    )
     from duplus.text.prompts import t1_prompt
     from duplus.training.checkpoint import load_checkpoint
 
@@ -91,15 +95,8 @@ def compute_cohort_features(
     modality = _feature_modality(ckpt, modality)
     ids = [c[0] for c in cases]
     fingerprint = _features_fingerprint(cases, checkpoint, modality)
-    if Path(cache_path).is_file():
-        try:
-            cached = load_feature_cache(cache_path)
-        except InputError as exc:
-            logger.warning("recomputing image features: %s", exc)
-        else:
-            if cached["fingerprint"] == fingerprint and cached["ids"] == ids:
-                logger.info("image features: reusing %s", cache_path)
-                return Path(cache_path)
+    if load_matching_feature_cache(cache_path, fingerprint, ids) is not None:
+        return Path(cache_path)
     predictor = Predictor.from_checkpoint(checkpoint, device=device)
     t1 = predictor.prompt_cache.get([t1_prompt(modality, REGION)])[0]
     has_mask = all(m is not None for _, _, m in cases)

@@ -33,6 +33,7 @@ from duplus.errors import InputError
 from duplus.fileio import atomic_path
 
 __all__ = [
+    "load_matching_feature_cache",
     "PROGNOSIS_MODALITY",
     "PROGNOSIS_REGION",
     "FeatureExtractor",
@@ -161,6 +162,22 @@ def save_feature_cache(
         arrays["tumour_volume"] = np.asarray(tumour_volume, dtype=np.float64)
     with atomic_path(path, suffix=".npz") as tmp:
         np.savez(tmp, **arrays)  # type: ignore[arg-type]
+
+
+def load_matching_feature_cache(path: str | Path, fingerprint: str, ids: list[str]) -> dict[str, Any] | None:
+    """The feature file at ``path`` if it exists, reads, and was made for ``fingerprint`` and
+    ``ids``; else ``None`` (an unreadable file is logged and recomputed, never trusted)."""
+    if not Path(path).is_file():
+        return None
+    try:
+        cached = load_feature_cache(path)
+    except InputError as exc:
+        logger.warning("recomputing image features: %s", exc)
+        return None
+    if cached["fingerprint"] != fingerprint or cached["ids"] != ids:
+        return None
+    logger.info("image features: reusing %s", path)
+    return cached
 
 
 def load_feature_cache(path: str | Path) -> dict[str, Any]:
@@ -352,15 +369,9 @@ def extract_image_features(
     fingerprint = ""
     if cache_path is not None:
         fingerprint = _fingerprint(model, t1, mod_idx, volumes, tumour_masks, hash_inputs)
-        if Path(cache_path).is_file():
-            try:
-                cached = load_feature_cache(cache_path)
-            except InputError as exc:
-                logger.warning("ignoring feature cache: %s", exc)
-            else:
-                if cached["fingerprint"] == fingerprint and cached["ids"] == ids:
-                    logger.info("image features: reusing %s", cache_path)
-                    return cached["features"]
+        cached = load_matching_feature_cache(cache_path, fingerprint, ids)
+        if cached is not None:
+            return cached["features"]
     was_training = getattr(model, "training", False)
     if hasattr(model, "eval"):
         model.eval()  # type: ignore[attr-defined]
