@@ -160,6 +160,8 @@ class ScopedDuPLUS(nn.Module):
     def forward(self, image: Tensor, modality_index: Tensor, t1_emb: Tensor, t2_emb: Tensor) -> Tensor:
         return self.forward_conditioned(image, self.condition(modality_index, t1_emb, t2_emb))
 
-    def extract_features(self, image: Tensor, modality_index: Tensor, t1_emb: Tensor) -> dict[str, Tensor]:
+    def extract_features(
+        self, image: Tensor, modality_index: Tensor, t1_emb: Tensor, decoder: bool = True
+    ) -> dict[str, Tensor]:
         """The base network's features (downstream tasks keep what they were built on)."""
-        return self.base.extract_features(image, modality_index, t1_emb)
+        return self.base.extract_features(image, modality_index, t1_emb, decoder=decoder)

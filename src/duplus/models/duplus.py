@@ -240,7 +240,9 @@ class DuPLUS(nn.Module):
         """
         return self.forward_conditioned(image, self.condition(modality_index, t1_emb, t2_emb))
 
-    def extract_features(self, image: Tensor, modality_index: Tensor, t1_emb: Tensor) -> dict[str, Tensor]:
+    def extract_features(
+        self, image: Tensor, modality_index: Tensor, t1_emb: Tensor, decoder: bool = True
+    ) -> dict[str, Tensor]:
         """Backbone features for downstream tasks (prognosis), conditioned by ``t1_emb``.
 
         For a single-prompt model ``t1_emb`` is the one prompt that conditions the backbone.
@@ -249,9 +251,11 @@ class DuPLUS(nn.Module):
             image: ``(B, 2, D, H, W)``.
             modality_index: ``(B,)``.
             t1_emb: ``(B, E)``.
+            decoder: also run the decoder (``False``: the encoder only, for bottleneck features).
 
         Returns:
-            ``{"bottleneck": (B, C_last, D/s, H/s, W/s), "decoder": (B, head_channels, D, H, W)}``.
+            ``{"bottleneck": (B, C_last, D/s, H/s, W/s), "decoder": (B, head_channels, D, H, W)}``
+            (no ``"decoder"`` entry when ``decoder`` is false).
         """
         self._check_image(image)
         modality_index = torch.as_tensor(modality_index, dtype=torch.long).reshape(-1)
@@ -259,6 +263,10 @@ class DuPLUS(nn.Module):
         if t1_emb.shape[0] == 1 and image.shape[0] > 1:
             params = [p.expand(image.shape[0], -1) for p in params]
             modality_index = modality_index.expand(image.shape[0])
+        if not decoder:
+            mods = self._modulators(params)
+            skips = self.encoder(self.stems(image, modality_index), mods[: len(self.encoder.block_channels)])
+            return {"bottleneck": skips[-1]}
         skips, feats = self._backbone(image, modality_index, params)
         return {"bottleneck": skips[-1], "decoder": feats}
 

@@ -7,9 +7,7 @@ bottleneck ``(C, d, h, w)`` is pooled over space (mean and max; optionally the m
 tumour mask brought to the bottleneck grid) into one vector per patient. Volumes are zero-padded
 to the network's size divisor; padded cells are left out of the pooling.
 
-Only the bottleneck is used, so the decoder is not run: the backbone stops when the encoder's skips
-reach ``model.decoder`` (checked on the first batch against the full ``extract_features``; any
-difference and every batch runs it in full).
+Only the bottleneck is used, so the decoder is not run (``extract_features(..., decoder=False)``).
 
 Features are cached in an ``.npz`` (ids, features, names and a fingerprint of the model, the
 prompt and the inputs), so repeated cross-validation runs do not recompute them.
@@ -57,7 +55,7 @@ class FeatureExtractor(Protocol):
     """What :func:`extract_image_features` needs of a model (DuPLUS has it)."""
 
     def extract_features(
-        self, image: Tensor, modality_index: Tensor, t1_emb: Tensor
+        self, image: Tensor, modality_index: Tensor, t1_emb: Tensor, decoder: bool = True
     ) -> dict[str, Tensor]: ...
 
     def parameters(self, recurse: bool = True) -> Any: ...
@@ -212,37 +210,6 @@ def tumour_volume_ml(mask: np.ndarray | Tensor, spacing: Sequence[float]) -> flo
     return voxels * float(np.prod(spacing)) / 1000.0
 
 
-class _Bottleneck(Exception):
-    def __init__(self, bottleneck: Tensor) -> None:
-        super().__init__()
-        self.bottleneck = bottleneck
-
-
-def _stop_at_decoder(_module: Any, args: tuple) -> None:
-    """Forward pre-hook on ``model.decoder``: its first argument is the encoder's skips, the last
-    of which is the bottleneck; stop there."""
-    skips = args[0] if args else None
-    if isinstance(skips, list | tuple) and skips and isinstance(skips[-1], Tensor):
-        raise _Bottleneck(skips[-1])
-
-
-def _bottleneck(
-    model: FeatureExtractor, image: Tensor, modality_index: Tensor, t1: Tensor, skip_decoder: bool
-) -> Tensor:
-    """``model.extract_features(...)["bottleneck"]``, without running ``model.decoder`` when
-    ``skip_decoder`` and the model has one."""
-    decoder = getattr(model, "decoder", None) if skip_decoder else None
-    if not isinstance(decoder, torch.nn.Module):
-        return model.extract_features(image, modality_index, t1)["bottleneck"]
-    handle = decoder.register_forward_pre_hook(_stop_at_decoder)
-    try:
-        return model.extract_features(image, modality_index, t1)["bottleneck"]
-    except _Bottleneck as stop:
-        return stop.bottleneck
-    finally:
-        handle.remove()
-
-
 @dataclass
 class _Case:
     """One preprocessed case, zero-padded to the network's size divisor.
@@ -282,27 +249,19 @@ class _BatchRunner:
 
     Cases go through the network together: on CPU, PyTorch runs 3D convolutions of a batch of one
     with few channels on a slow im2col path (several times slower per case than a batch of two).
-    The first batch checks that stopping before the decoder gives the same bottleneck.
+    Only the encoder runs (``extract_features(..., decoder=False)``): the bottleneck is all that
+    is pooled.
     """
 
     def __init__(self, model: FeatureExtractor, mod_idx: int, t1: Tensor, device: torch.device) -> None:
         self.model, self.mod_idx, self.t1, self.device = model, mod_idx, t1, device
-        self.skip_decoder = isinstance(getattr(model, "decoder", None), torch.nn.Module)
-        self.checked = False
 
     def __call__(self, cases: list[_Case]) -> list[np.ndarray]:
         b = len(cases)
         image = torch.stack([c.image for c in cases]).to(self.device)
         mod = torch.full((b,), self.mod_idx, dtype=torch.long, device=self.device)
         t1 = self.t1.to(self.device).expand(b, -1)
-        bottleneck = _bottleneck(self.model, image, mod, t1, self.skip_decoder)
-        if self.skip_decoder and not self.checked:
-            full = self.model.extract_features(image, mod, t1)["bottleneck"]
-            if full.shape != bottleneck.shape or not torch.equal(full, bottleneck):
-                logger.warning("image features: the bottleneck needs the full forward; running it")
-                self.skip_decoder, bottleneck = False, full
-            self.checked = True
-        bottleneck = bottleneck.float().cpu()
+        bottleneck = self.model.extract_features(image, mod, t1, decoder=False)["bottleneck"].float().cpu()
         grid = bottleneck.shape[2:]
         return [
             pool_bottleneck(
