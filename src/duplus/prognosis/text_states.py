@@ -135,14 +135,6 @@ def has_dropout(encoder: Any, layer: int) -> bool:
     return any(isinstance(m, nn.Dropout) and m.p > 0 for part in parts for m in part.modules())
 
 
-class _Captured(Exception):
-    """Stops the forward pass once the hidden states entering the first layer to run are seen."""
-
-    def __init__(self, hidden: Tensor) -> None:
-        super().__init__()
-        self.hidden = hidden
-
-
 @torch.no_grad()
 def compute_text_states(
     encoder: Any,
@@ -183,24 +175,21 @@ def compute_text_states(
     model, layers = encoder.model, _layers(encoder)
     assert layers is not None
     batch = encoder._tokenize(clean)
-    keep = {k: v for k, v in batch.items() if k in ("input_ids", "attention_mask", "token_type_ids")}
-    handle = None
-    if layer < len(layers):
+    token_type_ids = batch.get("token_type_ids")
 
-        def stop(_module: nn.Module, args: tuple, kwargs: dict) -> None:
-            raise _Captured(args[0] if args else kwargs["hidden_states"])
-
-        handle = layers[layer].register_forward_pre_hook(stop, with_kwargs=True)
-
-    def run() -> Tensor:
+    def run() -> Tensor:  # embeddings, then the frozen layers: the same blocks encode_text_states calls
         chunks = []
         for s in range(0, len(clean), batch_size):
-            try:
-                out = model(**{k: v[s : s + batch_size] for k, v in keep.items()})
-            except _Captured as captured:
-                chunks.append(captured.hidden)
-            else:
-                chunks.append(out.last_hidden_state)
+            rows = slice(s, s + batch_size)
+            hidden = model.embeddings(
+                input_ids=batch["input_ids"][rows],
+                token_type_ids=token_type_ids[rows] if token_type_ids is not None else None,
+            )
+            bias = _additive_mask(batch["attention_mask"][rows], hidden.dtype)
+            for block in layers[:layer]:
+                out = block(hidden, bias)
+                hidden = out[0] if isinstance(out, tuple) else out
+            chunks.append(hidden)
         return torch.cat(chunks).detach()
 
     was_training = model.training
@@ -218,8 +207,6 @@ def compute_text_states(
             model.train()
             draws = torch.stack([run() for _ in range(dropout_draws)])
     finally:
-        if handle is not None:
-            handle.remove()
         model.train(was_training)
     return TextStates(tuple(clean), layer, hidden, batch["attention_mask"], draws)
 
