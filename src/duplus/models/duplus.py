@@ -197,9 +197,12 @@ class DuPLUS(nn.Module):
         self, image: Tensor, modality_index: Tensor, block_params: list[Tensor]
     ) -> tuple[list[Tensor], Tensor]:
         mods = self._modulators(block_params)
-        n_enc = len(self.encoder.block_channels)
-        skips = self.encoder(self.stems(image, modality_index), mods[:n_enc])
-        return skips, self.decoder(skips, mods[n_enc:])
+        skips = self._encode(image, modality_index, mods)
+        return skips, self.decoder(skips, mods[len(self.encoder.block_channels) :])
+
+    def _encode(self, image: Tensor, modality_index: Tensor, mods: list[Modulator | None]) -> list[Tensor]:
+        """Stems and encoder with the encoder's share of the block modulators ``mods``."""
+        return self.encoder(self.stems(image, modality_index), mods[: len(self.encoder.block_channels)])
 
     def forward_conditioned(self, image: Tensor, cond: PromptConditioning) -> Tensor:
         """Segment with a precomputed conditioning.
@@ -264,9 +267,7 @@ class DuPLUS(nn.Module):
             params = [p.expand(image.shape[0], -1) for p in params]
             modality_index = modality_index.expand(image.shape[0])
         if not decoder:
-            mods = self._modulators(params)
-            skips = self.encoder(self.stems(image, modality_index), mods[: len(self.encoder.block_channels)])
-            return {"bottleneck": skips[-1]}
+            return {"bottleneck": self._encode(image, modality_index, self._modulators(params))[-1]}
         skips, feats = self._backbone(image, modality_index, params)
         return {"bottleneck": skips[-1], "decoder": feats}
 
