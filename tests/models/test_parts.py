@@ -8,7 +8,7 @@ from torch import nn
 
 from duplus.errors import ConfigError
 from duplus.models import MODALITIES, ChannelGate, DynamicHead, FiLM, ModalityStems, NoConditioning
-from duplus.models.blocks import ResidualBlock, UpSample, build_activation
+from duplus.models.blocks import Conv3d, ResidualBlock, UpSample, build_activation
 from duplus.models.decoder import UNetDecoder
 from duplus.models.encoder import UNetEncoder
 from duplus.models.film import build_conditioner
@@ -28,6 +28,39 @@ def test_residual_block_shapes(kwargs: dict, in_shape: tuple, out_shape: tuple) 
     assert block(torch.randn(in_shape)).shape == out_shape
     identity_shortcut = kwargs["in_channels"] == kwargs["out_channels"] and kwargs.get("stride", 1) == 1
     assert isinstance(block.shortcut, nn.Identity) == identity_shortcut
+
+
+def _kernels(fn) -> set[str]:
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        fn()
+    return {e.key for e in prof.key_averages()}
+
+
+@pytest.mark.parametrize(("kernel", "stride", "batch"), [(3, 1, 1), (3, 2, 1), (1, 1, 1), (3, 1, 2)])
+def test_conv3d_batch_of_one_uses_onednn_and_matches_nn_conv3d(
+    kernel: int, stride: int, batch: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    torch.manual_seed(0)
+    ours = Conv3d(8, 8, kernel, stride, padding=kernel // 2, bias=True)
+    ref = nn.Conv3d(8, 8, kernel, stride, padding=kernel // 2, bias=True)
+    ref.load_state_dict(ours.state_dict())
+    x = torch.randn(batch, 8, 16, 16, 16)  # 1 x 8 x 16 x 16 is below PyTorch's native-path threshold
+    xa, xb = x.clone().requires_grad_(), x.clone().requires_grad_()
+    ya, yb = ours(xa), ref(xb)
+    torch.testing.assert_close(ya, yb, rtol=1e-4, atol=1e-4)
+    (ya * yb.detach()).sum().backward()
+    (yb * yb.detach()).sum().backward()
+    torch.testing.assert_close(xa.grad, xb.grad, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(ours.weight.grad, ref.weight.grad, rtol=1e-3, atol=1e-3)
+    with torch.no_grad():
+        if batch == 1 and kernel == 3:  # where PyTorch's own choice is the native im2col kernel
+            assert "aten::mkldnn_convolution" not in _kernels(lambda: ref(x))
+        assert "aten::mkldnn_convolution" in _kernels(lambda: ours(x))
+        monkeypatch.setattr(torch.backends.mkldnn, "enabled", False)
+        assert "aten::mkldnn_convolution" not in _kernels(lambda: ours(x))
+        torch.testing.assert_close(ours(x), ref(x), rtol=1e-4, atol=1e-4)
 
 
 def test_block_applies_modulation_after_last_norm() -> None:

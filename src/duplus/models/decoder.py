@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
-from duplus.models.blocks import Modulator, UpSample, per_stage, stage_blocks
+from duplus.models.blocks import Conv3d, Modulator, UpSample, per_stage, stage_blocks
 
 
 class UNetDecoder(nn.Module):
@@ -48,7 +48,7 @@ class UNetDecoder(nn.Module):
             ]
         )
         self.out_channels = int(out_channels)
-        self.proj = nn.Conv3d(self.features[0], self.out_channels, kernel_size=1)
+        self.proj = Conv3d(self.features[0], self.out_channels, kernel_size=1)
         self._levels = levels
 
     @property
