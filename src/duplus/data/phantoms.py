@@ -3,9 +3,10 @@
 The generator makes both DuPLUS prompts matter:
 
 * **T1 (modality and region)**: the same anatomy is rendered with different intensity physics
-  per modality. CT is in Hounsfield units (portal-venous phase: spleen brighter than liver,
-  enhanced aorta ~200 HU, bone ~700 HU); T1-weighted MRI reverses several orderings (liver brighter
-  than spleen and kidneys, fat bright, flowing blood dark, white matter brighter than grey matter)
+  per modality. CT is in Hounsfield units (portal-venous phase: spleen brighter than liver, renal
+  parenchyma ~150 HU, enhanced aorta ~200 HU, bone ~700 HU); T1-weighted MRI reverses several
+  orderings (liver brighter than spleen and kidneys, fat bright, flowing blood dark, white matter
+  brighter than grey matter)
   and carries a multiplicative bias field and Rician noise; PET is SUV-like (background ~1,
   tumours 5-20), blurred by a 6-8 mm FWHM point-spread function, with Poisson-like noise.
   Appearance varies per case (intensity gain, enhancement, noise level).
@@ -88,7 +89,7 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-PHANTOM_VERSION = "1.0"
+PHANTOM_VERSION = "1.1"  # 1.1: renal parenchyma enhanced (150 HU) as the portal-venous phase has it
 FOV_MM = 96.0
 """Field of view per axis in mm; anatomy is sized for it (64 voxels at 1.5 mm)."""
 KINDS = ("abdomen", "head", "headneck")
@@ -139,8 +140,8 @@ _TISSUES: tuple[_Tissue, ...] = (
     _Tissue("spinal canal", 0, 15, 160, 0.5),
     _Tissue("liver", 1, 60, 620, 2.3),
     _Tissue("spleen", 2, 85, 400, 1.9),
-    _Tissue("left kidney", 3, 35, 460, 3.0),
-    _Tissue("right kidney", 4, 35, 460, 3.0),
+    _Tissue("left kidney", 3, 150, 460, 3.0),
+    _Tissue("right kidney", 4, 150, 460, 3.0),
     _Tissue("aorta", 5, 200, 60, 1.7),
     _Tissue("inferior vena cava", 0, 120, 110, 1.6),
     _Tissue("pancreas", 6, 45, 720, 1.5),
