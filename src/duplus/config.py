@@ -39,6 +39,7 @@ class ModelConfig:
     conditioning: str = "film"  # film | gate | none
     single_prompt: bool = False  # one prompt drives FiLM and head (ablation baseline)
     head_context: str = "bottleneck"  # bottleneck | none: pooled image features in the controller
+    head_position: bool = False  # the head also reads each voxel's position (duplus.models.position)
     features: list[int] | None = None  # override the preset's widths
 
 

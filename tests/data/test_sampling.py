@@ -10,8 +10,15 @@ import torch
 from torch.utils.data import DataLoader, DistributedSampler
 
 from duplus.data.preprocess import PreparedCase, PreparedDataset
-from duplus.data.sampling import PatchDataset, collate_partial, load_case_arrays, target_masks
+from duplus.data.sampling import (
+    PatchDataset,
+    build_augmentation,
+    collate_partial,
+    load_case_arrays,
+    target_masks,
+)
 from duplus.data.specs import compute_target_values, t1_prompt
+from duplus.models.position import position_grid
 
 PATCH = (16, 16, 16)
 
@@ -192,3 +199,49 @@ def test_load_case_arrays_and_target_masks(two_datasets: tuple[PreparedDataset, 
     masks = target_masks(label, ct.target_values)
     assert masks.shape == (2, 40, 40, 40) and masks.dtype == np.uint8
     assert masks[0].sum() == 64 and masks[1].sum() == 8
+
+
+def _position_case(shape: tuple[int, int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """A case whose image is its own first position channel (so both must move together)."""
+    image = position_grid(shape)[:1].copy()
+    label = np.zeros(shape, np.int16)
+    label[2:6, 2:6, 2:6] = 1
+    return image, label
+
+
+def test_patches_carry_their_slice_of_the_volume_positions(tmp_path: Path) -> None:
+    big = _prepared(tmp_path, "Big", "CT", {1: "liver"}, [_position_case((30, 24, 20))])
+    ds = PatchDataset([big], PATCH, samples_per_epoch=6, augment="none", seed=0, position=True)
+    for i in range(6):
+        item = ds[i]
+        pos = item["position"].numpy()
+        assert pos.shape == (3, *PATCH) and pos.dtype == np.float32
+        # the image is the volume's x position: the patch's position channel 0 must equal it
+        np.testing.assert_allclose(pos[0], item["image"][0].numpy(), atol=1e-6)
+        start = [int(round(((float(pos[a].min()) + 1) * n - 1) / 2)) for a, n in enumerate((30, 24, 20))]
+        np.testing.assert_allclose(pos, position_grid((30, 24, 20), start, PATCH), atol=1e-6)
+    assert "position" not in PatchDataset([big], PATCH, samples_per_epoch=1, augment="none", seed=0)[0]
+    batch = collate_partial([ds[0], ds[1]])
+    assert batch["position"].shape == (2, 3, *PATCH)
+
+
+def test_padded_patch_positions_continue_past_the_volume(tmp_path: Path) -> None:
+    small = _prepared(tmp_path, "Small", "CT", {1: "liver"}, [_position_case((10, 12, 16))])
+    item = PatchDataset([small], PATCH, samples_per_epoch=1, augment="none", seed=0, position=True)[0]
+    x = item["position"][0, :, 0, 0].numpy()
+    np.testing.assert_allclose(np.diff(x), 2.0 / 10, atol=1e-6)  # one linear ramp, padding included
+    inside = (x > -1) & (x < 1)
+    assert inside.sum() == 10
+
+
+def test_spatial_augmentation_moves_positions_with_the_image() -> None:
+    transform = build_augmentation("medium", position=True)
+    affine = transform.transforms[0]
+    affine.prob = 1.0  # always rotate and scale
+    pos = torch.from_numpy(position_grid(PATCH))
+    for seed in range(3):
+        affine.set_random_state(seed=seed)
+        out = affine({"image": pos[:1].clone(), "label": torch.zeros(1, *PATCH), "position": pos.clone()})
+        moved = np.asarray(out["position"])
+        assert not np.allclose(moved, pos.numpy(), atol=1e-3)  # the transform did something
+        np.testing.assert_allclose(moved[0], np.asarray(out["image"])[0], atol=1e-5)

@@ -205,3 +205,47 @@ def test_shared_t2_for_the_batch() -> None:
         torch.testing.assert_close(
             model(image, mods, t1, shared), model(image, mods, t1, shared.expand(2, -1, -1))
         )
+
+
+@pytest.mark.parametrize("single_prompt", [False, True])
+def test_head_position_reads_the_voxel_positions(single_prompt: bool) -> None:
+    from duplus.models.position import volume_positions
+
+    model = _model(head_position=True, single_prompt=single_prompt).eval()
+    assert model.head.in_channels == model.decoder.out_channels + 3
+    image, mods, t1, t2 = _inputs(b=2, k=2)
+    with torch.no_grad():
+        default = model(image, mods, t1, t2)
+        explicit = model(image, mods, t1, t2, volume_positions(image.shape[2:]).expand(2, -1, -1, -1, -1))
+        shifted = model(image, mods, t1, t2, volume_positions(image.shape[2:]) + 0.5)
+    torch.testing.assert_close(default, explicit)  # no position = the input is a whole volume
+    assert (default - shifted).abs().max() > 1e-3  # and the head does read them
+    with pytest.raises(InputError, match="position must have shape"):
+        model(image, mods, t1, t2, torch.zeros(2, 3, 8, 8, 8))
+    plain = _model().eval()
+    with torch.no_grad():  # a model without head_position ignores positions
+        torch.testing.assert_close(plain(image, mods, t1, t2), plain(image, mods, t1, t2, torch.zeros(1)))
+
+
+def test_sliding_windows_get_their_slice_of_the_volume_positions() -> None:
+    from duplus.inference.sliding import predict_volume_logits
+    from duplus.models.position import volume_positions
+
+    model = _model(head_position=True).eval()
+    image, mods, t1, t2 = _inputs(b=1, k=2, modalities=("CT",), size=48)
+    image[:, 0] = volume_positions(image.shape[2:])[:, 2]  # the image shows its own z position
+    real = model.forward_conditioned
+    windows = []
+
+    def spy(window: torch.Tensor, cond, position=None):
+        windows.append(window.shape[0])
+        torch.testing.assert_close(position[:, 2], window[:, 0])
+        return real(window, cond, position)
+
+    model.forward_conditioned = spy  # type: ignore[method-assign]
+    cond = model.condition(mods, t1, t2)
+    out = predict_volume_logits(model, image, cond, (32, 32, 32), overlap=0.5, sw_batch_size=2)
+    assert out.shape == (1, 2, 48, 48, 48) and sum(windows) == 8  # 2 x 2 x 2 windows
+    flipped = torch.flip(volume_positions(image.shape[2:]), (4,))
+    image[:, 0] = flipped[:, 2]
+    predict_volume_logits(model, image, cond, (32, 32, 32), overlap=0.5, position=flipped)

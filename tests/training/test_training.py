@@ -9,6 +9,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import yaml
@@ -143,3 +144,32 @@ def test_torchrun_two_processes(tmp_path, phantom_root):
     assert not list(run.glob(".*tmp*")), "a temporary checkpoint was left behind"
     lines = (run / "metrics.csv").read_text().strip().splitlines()
     assert len(lines) == 2  # header + one epoch, written once (rank 0 only)
+
+
+def test_head_position_run_trains_on_patch_positions_and_predicts_with_them(tmp_path, phantom_root):
+    from duplus.data.io import load_image
+    from duplus.inference.predictor import Predictor
+    from duplus.training.api import resolve_train_config
+
+    model = {"preset": "tiny", "head_position": True}
+    cfg = resolve_train_config(
+        write_config(tmp_path / "c.yaml", phantom_root, tmp_path / "cache", iterations=2, model=model)
+    )
+    seen = []
+
+    class Spy(Trainer):
+        def train_step(self, batch):
+            seen.append(tuple(batch["position"].shape))
+            return super().train_step(batch)
+
+    Spy(cfg, tmp_path / "run", progress=False).fit()
+    assert seen == [(2, 3, 32, 32, 32)] * 2
+    ckpt_path = tmp_path / "run" / "checkpoint_last.pt"
+    assert load_checkpoint(ckpt_path)["model_config"]["head_position"] is True
+    predictor = Predictor.from_checkpoint(ckpt_path)
+    assert predictor.model.head_position and predictor.model.head.in_channels == 11
+    vol = load_image(next((phantom_root / "Task01_PhantomAbdomenCT" / "imagesTs").glob("*.nii.gz")))
+    plain = predictor.predict(vol, "CT", "abdomen", ["liver", "left kidney"])
+    mirrored = predictor.predict(vol, "CT", "abdomen", ["liver", "left kidney"], tta=True)
+    assert plain.masks.shape == mirrored.masks.shape == (2, *vol.spatial_shape)
+    assert not np.allclose(plain.probabilities, mirrored.probabilities)  # TTA ran (and averaged)

@@ -100,6 +100,10 @@ class ScopedDuPLUS(nn.Module):
     def single_prompt(self) -> bool:
         return self.base.single_prompt
 
+    @property
+    def head_position(self) -> bool:
+        return self.base.head_position
+
     def set_scope(self, scope_embeddings: Tensor) -> None:
         """Replace the scope table ``(M, E)`` (after the text adapter changed)."""
         device = self.scope_embeddings.device
@@ -143,22 +147,31 @@ class ScopedDuPLUS(nn.Module):
             adapted_index=adapted_index,
         )
 
-    def forward_conditioned(self, image: Tensor, cond: ScopedConditioning) -> Tensor:
+    def forward_conditioned(
+        self, image: Tensor, cond: ScopedConditioning, position: Tensor | None = None
+    ) -> Tensor:
         """``logits (N, K, D, H, W)``, each target from its network, in the requested order."""
         if cond.adapted is None:
             assert cond.base is not None
-            return self.base.forward_conditioned(image, cond.base)
+            return self.base.forward_conditioned(image, cond.base, position)
         if cond.base is None:
-            return self.adapted.forward_conditioned(image, cond.adapted)
-        base = self.base.forward_conditioned(image, cond.base)
-        adapted = self.adapted.forward_conditioned(image, cond.adapted)
+            return self.adapted.forward_conditioned(image, cond.adapted, position)
+        base = self.base.forward_conditioned(image, cond.base, position)
+        adapted = self.adapted.forward_conditioned(image, cond.adapted, position)
         out = base.new_empty(base.shape[0], cond.num_targets, *base.shape[2:])
         out[:, cond.base_index] = base
         out[:, cond.adapted_index] = adapted.to(base.dtype)
         return out
 
-    def forward(self, image: Tensor, modality_index: Tensor, t1_emb: Tensor, t2_emb: Tensor) -> Tensor:
-        return self.forward_conditioned(image, self.condition(modality_index, t1_emb, t2_emb))
+    def forward(
+        self,
+        image: Tensor,
+        modality_index: Tensor,
+        t1_emb: Tensor,
+        t2_emb: Tensor,
+        position: Tensor | None = None,
+    ) -> Tensor:
+        return self.forward_conditioned(image, self.condition(modality_index, t1_emb, t2_emb), position)
 
     def extract_features(
         self, image: Tensor, modality_index: Tensor, t1_emb: Tensor, decoder: bool = True

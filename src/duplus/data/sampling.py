@@ -26,6 +26,7 @@ from torch.utils.data import Dataset
 
 from duplus.data.preprocess import PreparedCase, PreparedDataset
 from duplus.data.specs import MODALITIES
+from duplus.models.position import position_grid
 
 logger = logging.getLogger(__name__)
 
@@ -33,13 +34,15 @@ AUGMENT_LEVELS = ("none", "light", "medium")
 _MAX_LOCATIONS = 10_000  # foreground voxels remembered per case and target
 
 
-def build_augmentation(level: str) -> Any:
+def build_augmentation(level: str, position: bool = False) -> Any:
     """MONAI dictionary transforms on ``{"image": (C, *P), "label": (1, *P)}`` for ``level``.
 
     ``"light"``: small rotations (up to 10 degrees) and scaling (10 %), intensity scale/shift,
     Gaussian noise. ``"medium"``: larger rotations (20 degrees) and scaling (20 %), plus contrast
     (gamma) and blur. No flips: mirroring swaps left and right organs. Labels use nearest
-    interpolation. Returns ``None`` for ``"none"``.
+    interpolation. With ``position`` a ``"position"`` key (``(3, *P)`` voxel positions, see
+    :mod:`duplus.models.position`) takes the same spatial transform, trilinear, border-padded, so
+    every voxel keeps the position of the anatomy it shows. Returns ``None`` for ``"none"``.
     """
     if level not in AUGMENT_LEVELS:
         raise ValueError(f"augment must be one of {AUGMENT_LEVELS}, got {level!r}")
@@ -57,14 +60,15 @@ def build_augmentation(level: str) -> Any:
 
     medium = level == "medium"
     angle = 0.35 if medium else 0.17
+    spatial_keys = ["image", "label"] + (["position"] if position else [])
     transforms: list[Any] = [
         RandAffined(
-            keys=["image", "label"],
+            keys=spatial_keys,
             prob=0.3 if not medium else 0.5,
             rotate_range=(angle, angle, angle),
             scale_range=(0.2 if medium else 0.1,) * 3,
-            mode=("bilinear", "nearest"),
-            padding_mode=("border", "zeros"),
+            mode=("bilinear", "nearest", "bilinear")[: len(spatial_keys)],
+            padding_mode=("border", "zeros", "border")[: len(spatial_keys)],
         ),
         RandScaleIntensityd(keys="image", factors=0.1, prob=0.3),
         RandShiftIntensityd(keys="image", offsets=0.1, prob=0.3),
@@ -165,13 +169,15 @@ class PatchDataset(Dataset):
         augment: ``"none"``, ``"light"`` or ``"medium"`` (see :func:`build_augmentation`).
         seed: base seed; sample ``i`` of epoch ``e`` depends only on ``(seed, e, i)``.
         max_channels: images are zero-padded to this many channels.
+        position: also return each patch's voxel positions in its case volume (for a
+            ``head_position`` model; :func:`duplus.models.position.position_grid`).
         in_memory: load all arrays once (shared copy-on-write with forked workers); otherwise
             memory-map the npy files.
 
     Each item is a dict: ``image`` ``(max_channels, *patch)`` float32, ``modality`` str,
     ``modality_index`` int (into :data:`MODALITIES`), ``t1`` str, ``targets`` list[str] (the
     dataset's targets), ``label`` ``(K, *patch)`` uint8 (one binary map per target), ``dataset``
-    str, ``case_id`` str.
+    str, ``case_id`` str; with ``position``, ``position`` ``(3, *patch)`` float32.
     """
 
     def __init__(
@@ -185,6 +191,7 @@ class PatchDataset(Dataset):
         augment: str = "light",
         seed: int = 0,
         max_channels: int = 2,
+        position: bool = False,
         in_memory: bool = True,
     ) -> None:
         if not datasets:
@@ -219,7 +226,8 @@ class PatchDataset(Dataset):
         self.samples_per_epoch = int(samples_per_epoch)
         self.fg_oversample = float(fg_oversample)
         self.augment = augment
-        self._transform = build_augmentation(augment)
+        self.position = bool(position)
+        self._transform = build_augmentation(augment, position=self.position)
         self.seed = int(seed)
         self.max_channels = int(max_channels)
         self.in_memory = bool(in_memory)
@@ -302,17 +310,21 @@ class PatchDataset(Dataset):
         start = _patch_start(image.shape[1:], self.patch_size, centre, rng)
         img = _extract(image, start, self.patch_size, pad).astype(np.float32, copy=False)
         lab = _extract(label[None], start, self.patch_size, 0)
+        pos = position_grid(image.shape[1:], start, self.patch_size) if self.position else None
         if self._transform is not None:
             self._transform.set_random_state(seed=int(rng.integers(2**31 - 1)))
-            out = self._transform(
-                {"image": torch.from_numpy(img), "label": torch.from_numpy(lab.astype(np.float32))}
-            )
+            item = {"image": torch.from_numpy(img), "label": torch.from_numpy(lab.astype(np.float32))}
+            if pos is not None:
+                item["position"] = torch.from_numpy(pos)
+            out = self._transform(item)
             img = np.asarray(_plain(out["image"]), dtype=np.float32)
             lab = np.rint(np.asarray(_plain(out["label"]))).astype(np.int16)
+            if pos is not None:
+                pos = np.asarray(_plain(out["position"]), dtype=np.float32)
         full = np.zeros((self.max_channels, *self.patch_size), dtype=np.float32)
         full[: img.shape[0]] = img
         masks = target_masks(lab[0], ds.target_values)
-        return {
+        sample = {
             "image": torch.from_numpy(full),
             "modality": ds.modality,
             "modality_index": MODALITIES.index(ds.modality),
@@ -322,6 +334,9 @@ class PatchDataset(Dataset):
             "dataset": ds.name,
             "case_id": self.cases[d][c].case_id,
         }
+        if pos is not None:
+            sample["position"] = torch.from_numpy(np.ascontiguousarray(pos))
+        return sample
 
 
 def _plain(x: Any) -> np.ndarray:
@@ -338,7 +353,7 @@ def collate_partial(batch: list[dict[str, Any]]) -> dict[str, Any]:
         ``image (B, C, *P)`` float, ``modality_index (B,)`` long, ``modality`` list[str],
         ``t1`` list[str], ``targets`` list[list[str]] padded with ``""`` to ``K_max``,
         ``label (B, K_max, *P)`` float, ``label_mask (B, K_max)`` bool (True = supervised target),
-        ``dataset`` and ``case_id`` lists.
+        ``dataset`` and ``case_id`` lists; ``position (B, 3, *P)`` when the samples carry it.
     """
     if not batch:
         raise ValueError("empty batch")
@@ -353,7 +368,7 @@ def collate_partial(batch: list[dict[str, Any]]) -> dict[str, Any]:
             label[i, :k] = b["label"].to(torch.float32)
             mask[i, :k] = True
         targets.append(list(b["targets"]) + [""] * (k_max - k))
-    return {
+    out = {
         "image": torch.stack([b["image"] for b in batch]),
         "modality_index": torch.tensor([int(b["modality_index"]) for b in batch], dtype=torch.long),
         "modality": [b["modality"] for b in batch],
@@ -364,3 +379,6 @@ def collate_partial(batch: list[dict[str, Any]]) -> dict[str, Any]:
         "dataset": [b["dataset"] for b in batch],
         "case_id": [b["case_id"] for b in batch],
     }
+    if "position" in batch[0]:
+        out["position"] = torch.stack([b["position"] for b in batch])
+    return out

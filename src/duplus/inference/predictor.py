@@ -239,6 +239,7 @@ class Predictor:
         from duplus.data.resample import resample_to_grid
         from duplus.data.specs import normalise_modality
         from duplus.inference.sliding import predict_volume_logits
+        from duplus.models.position import volume_positions
         from duplus.models.stems import MODALITIES
 
         modality = normalise_modality(modality, source="--modality")
@@ -258,6 +259,12 @@ class Predictor:
         x = torch.from_numpy(image)[None].to(self.device)
         modality_index = torch.tensor([MODALITIES.index(modality)], device=self.device)
         flips: list[tuple[int, ...]] = [()] + ([(3,), (4,), (3, 4)] if tta else [])
+        # a mirrored copy keeps each voxel's true position (positions flip with the image)
+        position = (
+            volume_positions(x.shape[2:], self.device)
+            if getattr(self.model, "head_position", False)
+            else None
+        )
         with torch.no_grad():
             cond = self.model.condition(modality_index, t1, t2)
             prob = torch.zeros((1, len(targets), *x.shape[2:]), dtype=torch.float32)
@@ -271,6 +278,7 @@ class Predictor:
                     overlap=overlap,
                     sw_batch_size=sw_batch_size,
                     device="cpu",
+                    position=torch.flip(position, dims) if dims and position is not None else position,
                 )
                 p = torch.sigmoid(logits.float())
                 prob += torch.flip(p, dims) if dims else p

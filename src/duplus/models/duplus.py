@@ -5,6 +5,7 @@ T2-driven dynamic head.
 
     image (B,2,D,H,W) --stem[modality]--> encoder --skips--> decoder --(B,8,D,H,W)--> dynamic head --> (B,K,D,H,W)
                                            ^ conditioner(T1) at every residual block    ^ controller(T2_k, pooled bottleneck)
+                                                                     [+ voxel position (B,3,D,H,W), optional]
 
 Everything that depends only on the prompts is computed once per volume by :meth:`DuPLUS.condition`
 into a :class:`PromptConditioning`; :meth:`DuPLUS.forward_conditioned` then runs any number of
@@ -25,6 +26,7 @@ from duplus.models.decoder import UNetDecoder
 from duplus.models.dynamic_head import DynamicHead
 from duplus.models.encoder import UNetEncoder
 from duplus.models.film import Conditioner
+from duplus.models.position import POSITION_CHANNELS, volume_positions
 from duplus.models.stems import IN_CHANNELS, ModalityStems
 
 
@@ -98,10 +100,13 @@ class DuPLUS(nn.Module):
             conditioning and the head for that target, i.e. the backbone runs once per target
             (``B*K`` passes). Feed it prompts that carry the context, e.g.
             :func:`duplus.text.prompts.single_prompt_text` ("A CT scan of the abdomen: liver").
+        head_position: the head also reads each voxel's position in its case volume
+            (:mod:`duplus.models.position`); ``head.in_channels`` is then the decoder's channels + 3.
 
     Shapes:
-        ``image (B, 2, D, H, W)``, ``modality_index (B,)``, ``t1_emb (B, E)``, ``t2_emb (B, K, E)``
-        -> ``logits (B, K, D, H, W)``. ``D, H, W`` must be multiples of :attr:`size_divisor`.
+        ``image (B, 2, D, H, W)``, ``modality_index (B,)``, ``t1_emb (B, E)``, ``t2_emb (B, K, E)``,
+        optional ``position (B, 3, D, H, W)`` -> ``logits (B, K, D, H, W)``. ``D, H, W`` must be
+        multiples of :attr:`size_divisor`.
     """
 
     def __init__(
@@ -112,6 +117,7 @@ class DuPLUS(nn.Module):
         conditioner: Conditioner,
         head: DynamicHead,
         single_prompt: bool = False,
+        head_position: bool = False,
     ) -> None:
         super().__init__()
         expected = tuple(encoder.block_channels) + tuple(decoder.block_channels)
@@ -119,9 +125,12 @@ class DuPLUS(nn.Module):
             raise ConfigError(
                 f"conditioner covers blocks {conditioner.block_channels}, backbone has {expected}"
             )
-        if decoder.out_channels != head.in_channels:
+        position_channels = POSITION_CHANNELS if head_position else 0
+        if decoder.out_channels + position_channels != head.in_channels:
             raise ConfigError(
-                f"decoder gives {decoder.out_channels} channels, head expects {head.in_channels}"
+                f"decoder gives {decoder.out_channels} channels"
+                + (f" + {position_channels} position channels" if position_channels else "")
+                + f", head expects {head.in_channels}"
             )
         if conditioner.text_dim != head.text_dim:
             raise ConfigError(f"conditioner text_dim {conditioner.text_dim} != head text_dim {head.text_dim}")
@@ -131,6 +140,7 @@ class DuPLUS(nn.Module):
         self.conditioner = conditioner
         self.head = head
         self.single_prompt = bool(single_prompt)
+        self.head_position = bool(head_position)
         self.text_dim = head.text_dim
         self.in_channels = IN_CHANNELS
 
@@ -204,12 +214,37 @@ class DuPLUS(nn.Module):
         """Stems and encoder with the encoder's share of the block modulators ``mods``."""
         return self.encoder(self.stems(image, modality_index), mods[: len(self.encoder.block_channels)])
 
-    def forward_conditioned(self, image: Tensor, cond: PromptConditioning) -> Tensor:
+    def _head_input(self, feats: Tensor, position: Tensor | None, repeats: int = 1) -> Tensor:
+        """The decoder's features, joined with the voxel positions when the head reads them."""
+        if not self.head_position:
+            return feats
+        n = feats.shape[0] // repeats
+        if position is None:
+            position = volume_positions(feats.shape[2:], feats.device, feats.dtype)
+        if position.shape[0] == 1 and n > 1:
+            position = position.expand(n, -1, -1, -1, -1)
+        if position.shape[:2] != (n, POSITION_CHANNELS) or position.shape[2:] != feats.shape[2:]:
+            raise InputError(
+                None,
+                f"position must have shape ({n}, {POSITION_CHANNELS}, {', '.join(map(str, feats.shape[2:]))}), "
+                f"got {tuple(position.shape)}",
+            )
+        if repeats > 1:
+            position = position.repeat_interleave(repeats, dim=0)
+        return torch.cat([feats, position.to(feats.dtype)], dim=1)
+
+    def forward_conditioned(
+        self, image: Tensor, cond: PromptConditioning, position: Tensor | None = None
+    ) -> Tensor:
         """Segment with a precomputed conditioning.
 
         Args:
             image: ``(N, 2, D, H, W)``: a batch of volumes or of windows of one volume.
             cond: from :meth:`condition`, for a batch of ``N`` or of 1 (then shared by all ``N``).
+            position: ``(N or 1, 3, D, H, W)`` voxel positions in the case volume, read by a
+                ``head_position`` model (ignored otherwise). ``None`` takes ``image`` to be a whole
+                volume (:func:`duplus.models.position.volume_positions`); windows and patches
+                must pass their slice of it.
 
         Returns:
             ``logits (N, K, D, H, W)``.
@@ -219,17 +254,32 @@ class DuPLUS(nn.Module):
         cond = cond.broadcast_to(n)
         if not cond.single_prompt:
             skips, feats = self._backbone(image, cond.modality_index, cond.block_params)
-            return self.head(feats, cond.head_text, skips[-1] if self.head.uses_image_context else None)
+            return self.head(
+                self._head_input(feats, position),
+                cond.head_text,
+                skips[-1] if self.head.uses_image_context else None,
+            )
         k = cond.num_targets
         image_k = image.repeat_interleave(k, dim=0)  # (N*K, ...)
         modality_k = cond.modality_index.repeat_interleave(k)
         params_k = [p.reshape(n * k, -1) for p in cond.block_params]
         skips, feats = self._backbone(image_k, modality_k, params_k)
         head_text = cond.head_text.reshape(n * k, 1, -1)
-        logits = self.head(feats, head_text, skips[-1] if self.head.uses_image_context else None)
+        logits = self.head(
+            self._head_input(feats, position, repeats=k),
+            head_text,
+            skips[-1] if self.head.uses_image_context else None,
+        )
         return logits.reshape(n, k, *image.shape[2:])
 
-    def forward(self, image: Tensor, modality_index: Tensor, t1_emb: Tensor, t2_emb: Tensor) -> Tensor:
+    def forward(
+        self,
+        image: Tensor,
+        modality_index: Tensor,
+        t1_emb: Tensor,
+        t2_emb: Tensor,
+        position: Tensor | None = None,
+    ) -> Tensor:
         """Segment the ``K`` targets named by ``t2_emb`` in the context named by ``t1_emb``.
 
         Args:
@@ -237,11 +287,12 @@ class DuPLUS(nn.Module):
             modality_index: ``(B,)`` long, positions in :data:`duplus.models.stems.MODALITIES`.
             t1_emb: context prompt embeddings ``(B, E)``.
             t2_emb: target prompt embeddings ``(B, K, E)``.
+            position: voxel positions for a ``head_position`` model (see :meth:`forward_conditioned`).
 
         Returns:
             ``logits (B, K, D, H, W)``.
         """
-        return self.forward_conditioned(image, self.condition(modality_index, t1_emb, t2_emb))
+        return self.forward_conditioned(image, self.condition(modality_index, t1_emb, t2_emb), position)
 
     def extract_features(
         self, image: Tensor, modality_index: Tensor, t1_emb: Tensor, decoder: bool = True

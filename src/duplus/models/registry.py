@@ -28,6 +28,7 @@ from duplus.models.duplus import DuPLUS
 from duplus.models.dynamic_head import DynamicHead
 from duplus.models.encoder import UNetEncoder
 from duplus.models.film import build_conditioner
+from duplus.models.position import POSITION_CHANNELS
 from duplus.models.stems import ModalityStems
 
 HEAD_CONTEXTS = ("bottleneck", "none")
@@ -135,14 +136,22 @@ def build_model(cfg: ModelConfig, text_dim: int) -> DuPLUS:
     )
     head = DynamicHead(
         text_dim,
-        in_channels=preset.head_channels,
+        in_channels=preset.head_channels + (POSITION_CHANNELS if cfg.head_position else 0),
         bottleneck_channels=preset.features[-1] if cfg.head_context == "bottleneck" else None,
         embed_dim=preset.embed_dim,
         hidden_channels=preset.head_hidden,
         num_layers=preset.head_layers,
         controller_hidden=preset.controller_hidden,
     )
-    return DuPLUS(stems, encoder, decoder, conditioner, head, single_prompt=cfg.single_prompt)
+    return DuPLUS(
+        stems,
+        encoder,
+        decoder,
+        conditioner,
+        head,
+        single_prompt=cfg.single_prompt,
+        head_position=cfg.head_position,
+    )
 
 
 def count_parameters(module: nn.Module, trainable_only: bool = False) -> int:

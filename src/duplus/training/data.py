@@ -159,6 +159,7 @@ def build_training_data(
         fg_oversample=cfg.fg_oversample,
         augment=cfg.augment,
         seed=cfg.seed,
+        position=cfg.model.head_position,
     )
     return TrainingData(config=cfg, train_sets=train_sets, val_sets=val_sets, patches=patches, dist=dist)
 

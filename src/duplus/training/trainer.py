@@ -194,6 +194,7 @@ class Trainer:
         label = batch["label"].to(self.device)
         label_mask = batch["label_mask"].to(self.device)
         modality_index = batch["modality_index"].to(self.device)
+        position = batch["position"].to(self.device) if "position" in batch else None
         t1, t2 = self.embed_prompts(
             batch["t1"], batch["modality"], batch["targets"], sample=self.config.paraphrase_t2
         )
@@ -203,7 +204,7 @@ class Trainer:
             dtype=self.autocast_dtype or torch.float32,
             enabled=self.autocast_dtype is not None,
         ):
-            logits = self.net(image, modality_index, t1, t2)
+            logits = self.net(image, modality_index, t1, t2, position)
         loss = self.loss_fn(logits.float(), label, label_mask)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(self.optimizer.param_groups[0]["params"], 12.0)
