@@ -96,19 +96,15 @@ def build_adapt_trainer(
 def run_adaptation(trainer: AdaptTrainer, *, merge: bool = False) -> dict[str, Any]:
     """Train, write the adapter, measure the new task and the forgetting, write the report (and
     with ``merge`` the standalone checkpoint). The trainer keeps the adapted model in memory."""
-    from duplus.training.trainer import LAST
+    from duplus.training.trainer import LAST, per_target_dice
 
     t0 = time.perf_counter()
     cfg, run_dir = trainer.adapt, trainer.run_dir
     metrics = trainer.fit()
     adapter_path = trainer.save(LAST)
-
-    def per_target(m: dict[str, Any]) -> dict[str, Any]:  # dice/<dataset>/<target>, not the summaries
-        return {k: v for k, v in m.items() if k.startswith("dice/") and k.count("/") >= 2}
-
-    new_dice = per_target(metrics)
+    new_dice = per_target_dice(metrics)
     if not new_dice:  # stopped early (max_steps) or no validation at the last step
-        new_dice = per_target(trainer.validate())
+        new_dice = per_target_dice(trainer.validate())
     if trainer.original_before is not None:
         original: dict[str, Any] = compute_forgetting(trainer.original_before, trainer.evaluate_original())
         original["cases_per_dataset"] = cfg.original_val_max_cases

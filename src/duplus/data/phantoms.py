@@ -6,10 +6,9 @@ The generator makes both DuPLUS prompts matter:
   per modality. CT is in Hounsfield units (portal-venous phase: spleen brighter than liver, renal
   parenchyma ~150 HU, enhanced aorta ~200 HU, bone ~700 HU); T1-weighted MRI reverses several
   orderings (liver brighter than spleen and kidneys, fat bright, flowing blood dark, white matter
-  brighter than grey matter)
-  and carries a multiplicative bias field and Rician noise; PET is SUV-like (background ~1,
-  tumours 5-20), blurred by a 6-8 mm FWHM point-spread function, with Poisson-like noise.
-  Appearance varies per case (intensity gain, enhancement, noise level).
+  brighter than grey matter) and carries a multiplicative bias field and Rician noise; PET is
+  SUV-like (background ~1, tumours 5-20), blurred by a 6-8 mm FWHM point-spread function, with
+  Poisson-like noise. Appearance varies per case (intensity gain, enhancement, noise level).
 * **T2 (targets)**: :func:`make_phantoms` writes several MSD-layout datasets that each label a
   different subset of the organs, with their own label values (partial labels).
 

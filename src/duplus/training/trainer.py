@@ -403,12 +403,17 @@ class Trainer:
         write_text_atomic(self.run_dir / "metrics.csv", buf.getvalue())
 
 
+def per_target_dice(metrics: dict[str, Any]) -> dict[str, Any]:
+    """The ``dice/<dataset>/<target>`` entries of ``metrics``, without the summaries."""
+    return {k: v for k, v in metrics.items() if k.startswith("dice/") and k.count("/") >= 2}
+
+
 def summarise_dice(metrics: dict[str, float]) -> dict[str, float]:
     """Add ``dice/mean`` (every ``dice/<dataset>/<target>``) and, when both kinds are present,
     ``dice/organs`` and ``dice/lesions`` (see :func:`duplus.data.label_space.is_lesion`)."""
     from duplus.data.label_space import is_lesion
 
-    per_target = {k: v for k, v in metrics.items() if k.startswith("dice/") and k.count("/") >= 2}
+    per_target = per_target_dice(metrics)
     out = dict(metrics)
     if not per_target:
         return out
