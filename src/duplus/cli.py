@@ -27,7 +27,12 @@ def cmd_make_phantoms(args: argparse.Namespace) -> int:
     from duplus.data.phantoms import make_phantoms
 
     out = make_phantoms(
-        Path(args.out), cases=args.cases, seed=args.seed, test_cases=args.test_cases, cohort_cases=args.cohort
+        Path(args.out),
+        cases=args.cases,
+        seed=args.seed,
+        test_cases=args.test_cases,
+        cohort_cases=args.cohort,
+        workers=args.workers,
     )
     for name, path in out.items():
         print(f"{name}: {path}")
@@ -135,6 +140,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--test-cases", type=int, default=2, help="held-out cases per dataset")
     p.add_argument("--cohort", type=int, default=0, help="patients in the HECKTOR-layout prognosis cohort")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="cases rendered in parallel processes (same files for any number)",
+    )
 
     p = add(
         "prepare", "resample, normalise and cache datasets once (MSD, nnU-Net, YAML, HECKTOR)", cmd_prepare

@@ -940,26 +940,47 @@ def _save_case(
     )
 
 
-def _write_dataset(
-    root: Path, spec: PhantomDataset, task_index: int, seed: int, cases: int, test_cases: int,
-    shape: tuple[int, int, int], bar: Any,
-) -> dict[str, Any]:  # fmt: skip
-    training, test = [], []
-    for i in range(cases + test_cases):
-        style, grid, spacing = _case_geometry(i, task_index, shape)
-        case = make_phantom_case(
-            _case_seed(seed, task_index, i), spec.kind, spec.modality,
-            shape=grid, spacing=tuple(spacing), affine_style=style, with_tumour=spec.with_tumour,
-        )  # fmt: skip
-        name = f"{spec.prefix}_{i + 1:03d}.nii.gz"
-        split = ("imagesTr", "labelsTr") if i < cases else ("imagesTs", "labelsTs")
-        _save_case(case, spec.modality, root / split[0] / name, root / split[1] / name, spec.labels)
-        if i < cases:
-            training.append({"image": f"./imagesTr/{name}", "label": f"./labelsTr/{name}"})
-        else:
-            test.append(f"./imagesTs/{name}")
-        bar.update(1)
-    meta = {
+def _run_jobs(fn: Callable[..., Any], jobs: list[tuple], workers: int, bar: Any) -> list[Any]:
+    """``[fn(*job) for job in jobs]``, over ``workers`` spawned processes when ``workers > 1``.
+
+    Every case draws from its own seed, so the files do not depend on ``workers``. Spawned (not
+    forked) workers: the parent may hold OpenMP threads (torch), which a fork would copy stuck.
+    """
+    if workers <= 1 or len(jobs) <= 1:
+        out = []
+        for job in jobs:
+            out.append(fn(*job))
+            bar.update(1)
+        return out
+    import multiprocessing as mp
+    from concurrent.futures import ProcessPoolExecutor
+
+    with ProcessPoolExecutor(min(workers, len(jobs)), mp_context=mp.get_context("spawn")) as pool:
+        futures = [pool.submit(fn, *job) for job in jobs]
+        for f in futures:
+            f.add_done_callback(lambda _: bar.update(1))
+        return [f.result() for f in futures]
+
+
+def _write_dataset_case(
+    root: Path, spec: PhantomDataset, task_index: int, seed: int, i: int, cases: int,
+    shape: tuple[int, int, int],
+) -> None:  # fmt: skip
+    style, grid, spacing = _case_geometry(i, task_index, shape)
+    case = make_phantom_case(
+        _case_seed(seed, task_index, i), spec.kind, spec.modality,
+        shape=grid, spacing=tuple(spacing), affine_style=style, with_tumour=spec.with_tumour,
+    )  # fmt: skip
+    name = f"{spec.prefix}_{i + 1:03d}.nii.gz"
+    split = ("imagesTr", "labelsTr") if i < cases else ("imagesTs", "labelsTs")
+    _save_case(case, spec.modality, root / split[0] / name, root / split[1] / name, spec.labels)
+
+
+def _dataset_meta(spec: PhantomDataset, seed: int, cases: int, test_cases: int) -> dict[str, Any]:
+    names = [f"{spec.prefix}_{i + 1:03d}.nii.gz" for i in range(cases + test_cases)]
+    training = [{"image": f"./imagesTr/{n}", "label": f"./labelsTr/{n}"} for n in names[:cases]]
+    test = [f"./imagesTs/{n}" for n in names[cases:]]
+    return {
         "name": spec.task.split("_", 1)[1],
         "description": spec.description,
         "reference": f"Synthetic phantom made by duplus.data.phantoms {PHANTOM_VERSION} (seed {seed})",
@@ -974,8 +995,6 @@ def _write_dataset(
         "training": training,
         "test": test,
     }
-    write_json_atomic(root / "dataset.json", meta)
-    return meta
 
 
 def make_phantoms(
@@ -988,6 +1007,7 @@ def make_phantoms(
     cohort_cases: int = 0,
     cohort_shape: int | Sequence[int] = (64, 64, 64),
     progress: bool = True,
+    workers: int = 1,
 ) -> dict[str, Path]:
     """Write the phantom collection: six MSD-layout datasets and, optionally, a HECKTOR cohort.
 
@@ -1006,6 +1026,7 @@ def make_phantoms(
         cohort_cases: patients of the HECKTOR-layout prognosis cohort (``out/HECKTOR_Phantom``); 0 = none.
         cohort_shape: grid of the cohort's PET/CT (64 -> 1.5 mm voxels).
         progress: show a tqdm progress bar.
+        workers: cases rendered in parallel processes (the files are the same for any number).
 
     Returns:
         ``{dataset folder name: path}``, including ``"HECKTOR_Phantom"`` when a cohort is written.
@@ -1017,15 +1038,25 @@ def make_phantoms(
         raise ConfigError(
             f"need cases >= 1, test_cases >= 0, cohort_cases >= 0; got {cases}, {test_cases}, {cohort_cases}"
         )
+    if workers < 1:
+        raise ConfigError(f"need workers >= 1; got {workers}")
     shape3 = tuple(int(v) for v in _triple(shape, "shape"))
     total = len(PHANTOM_DATASETS) * (cases + test_cases) + cohort_cases
     paths: dict[str, Path] = {}
     index: dict[str, Any] = {"name": "duplus phantom collection", "version": PHANTOM_VERSION, "seed": seed}
     index.update(shape=list(shape3), fov_mm=FOV_MM, datasets=[], cohort=None)
+    jobs = [
+        (out / spec.task, spec, t + 1, seed, i, cases, shape3)
+        for t, spec in enumerate(PHANTOM_DATASETS)
+        for i in range(cases + test_cases)
+    ]
+    c_shape = tuple(int(v) for v in _triple(cohort_shape, "cohort_shape"))
     with tqdm(total=total, desc="phantoms", unit="case", disable=not progress) as bar:
-        for t, spec in enumerate(PHANTOM_DATASETS):
+        _run_jobs(_write_dataset_case, jobs, workers, bar)
+        for spec in PHANTOM_DATASETS:
             root = out / spec.task
-            meta = _write_dataset(root, spec, t + 1, seed, cases, test_cases, shape3, bar)  # type: ignore[arg-type]
+            meta = _dataset_meta(spec, seed, cases, test_cases)
+            write_json_atomic(root / "dataset.json", meta)
             paths[spec.task] = root
             index["datasets"].append(
                 {"name": spec.task, "path": spec.task, "modality": spec.modality, "region": spec.region}
@@ -1033,8 +1064,7 @@ def make_phantoms(
             )
         if cohort_cases:
             root = out / "HECKTOR_Phantom"
-            c_shape = tuple(int(v) for v in _triple(cohort_shape, "cohort_shape"))
-            truth = _write_cohort(root, seed, cohort_cases, c_shape, bar)  # type: ignore[arg-type]
+            truth = _write_cohort(root, seed, cohort_cases, c_shape, bar, workers)  # type: ignore[arg-type]
             paths["HECKTOR_Phantom"] = root
             index["cohort"] = {"name": "HECKTOR_Phantom", "path": "HECKTOR_Phantom", "patients": cohort_cases}
             index["cohort"]["censored_fraction"] = truth["censored_fraction"]
@@ -1180,21 +1210,28 @@ def _csv_text(rows: list[dict[str, Any]]) -> str:
     return buf.getvalue()
 
 
-def _write_cohort(root: Path, seed: int, n: int, shape: tuple[int, int, int], bar: Any) -> dict[str, Any]:
-    clinical, endpoints, patients = [], [], []
-    for i in range(n):
-        case, row, truth = _patient(seed, i, shape)
-        pid = row["PatientID"]
-        save_nifti(
-            np.rint(case.image[1]), case.affine, root / "imagesTr" / f"{pid}__CT.nii.gz", dtype=np.int16
-        )
-        save_nifti(case.image[0], case.affine, root / "imagesTr" / f"{pid}__PT.nii.gz", dtype=np.float32)
-        label = build_dataset_label(case.label, case.label_names, {1: "primary tumour", 2: "lymph node"})
-        save_nifti(label, case.affine, root / "labelsTr" / f"{pid}.nii.gz", dtype=np.int16)
-        clinical.append(row)
-        endpoints.append({"PatientID": pid, "Relapse": truth["Relapse"], "RFS": truth["RFS"]})
-        patients.append(truth)
-        bar.update(1)
+def _write_patient(
+    root: Path, seed: int, i: int, shape: tuple[int, int, int]
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Write patient ``i``'s PET/CT and label; return its clinical row and its true covariates."""
+    case, row, truth = _patient(seed, i, shape)
+    pid = row["PatientID"]
+    save_nifti(np.rint(case.image[1]), case.affine, root / "imagesTr" / f"{pid}__CT.nii.gz", dtype=np.int16)
+    save_nifti(case.image[0], case.affine, root / "imagesTr" / f"{pid}__PT.nii.gz", dtype=np.float32)
+    label = build_dataset_label(case.label, case.label_names, {1: "primary tumour", 2: "lymph node"})
+    save_nifti(label, case.affine, root / "labelsTr" / f"{pid}.nii.gz", dtype=np.int16)
+    return row, truth
+
+
+def _write_cohort(
+    root: Path, seed: int, n: int, shape: tuple[int, int, int], bar: Any, workers: int = 1
+) -> dict[str, Any]:
+    written = _run_jobs(_write_patient, [(root, seed, i, shape) for i in range(n)], workers, bar)
+    clinical = [row for row, _ in written]
+    patients = [truth for _, truth in written]
+    endpoints = [
+        {"PatientID": row["PatientID"], "Relapse": t["Relapse"], "RFS": t["RFS"]} for row, t in written
+    ]
     write_text_atomic(root / "hecktor2022_clinical_info_training.csv", _csv_text(clinical))
     write_text_atomic(root / "hecktor2022_endpoint_training.csv", _csv_text(endpoints))
     time = np.array([p["RFS"] for p in patients], dtype=float)

@@ -42,6 +42,7 @@ def make_data(root: Path, s: DemoSettings, progress: bool) -> dict[str, Path]:
         cohort_cases=s.cohort,
         cohort_shape=(s.cohort_shape,) * 3,
         progress=progress,
+        workers=s.threads,
     )
 
 
