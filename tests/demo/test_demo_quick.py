@@ -46,3 +46,19 @@ def test_quick_demo_writes_a_complete_report(tmp_path, capsys):
     assert re.search(r"\| both \| 0\.\d+ ± 0\.\d+ \|", report)
     assert results["training"]["encoder_calls_after_warmup"] == 0
     assert sum(results["seconds"].values()) < 600
+
+
+def test_demo_config_names_absolute_paths(tmp_path, monkeypatch):
+    """A relative --out still gives the run a config that works from any folder (adapt reads it)."""
+    from pathlib import Path
+
+    from duplus.demo.settings import DemoSettings
+    from duplus.demo.steps import TRAINED, build_demo_config
+
+    monkeypatch.chdir(tmp_path)
+    phantoms = {name: Path("runs/demo/phantoms") / name for name in TRAINED}
+    cfg = build_demo_config(phantoms, Path("runs/demo/train"), DemoSettings.smoke())
+    assert [Path(d.spec) for d in cfg.datasets] == [
+        tmp_path / "runs/demo/phantoms" / name / "dataset.json" for name in TRAINED
+    ]
+    assert cfg.cache_dir == str(tmp_path / "runs/demo/cache")

@@ -50,8 +50,8 @@ def build_demo_config(phantoms: dict[str, Path], run_dir: Path, s: DemoSettings)
     """``configs/demo.yaml`` pointed at this run's phantoms, sized by the settings."""
     raw = load_yaml(demo_config_path())
     by_name = {Path(d["spec"]).parent.name: d for d in raw["datasets"]}
-    for name, entry in by_name.items():
-        entry["spec"] = str(phantoms[name] / "dataset.json")
+    for name, entry in by_name.items():  # absolute: the run's saved config must work from any folder
+        entry["spec"] = str((phantoms[name] / "dataset.json").absolute())
     raw.update(
         iterations=s.iterations,
         steps_per_epoch=s.steps_per_epoch,
@@ -59,7 +59,7 @@ def build_demo_config(phantoms: dict[str, Path], run_dir: Path, s: DemoSettings)
         val_every=s.val_every,
         seed=s.seed,
         threads=s.threads,
-        cache_dir=str(run_dir.parent / "cache"),
+        cache_dir=str((run_dir.parent / "cache").absolute()),
     )
     return from_dict(TrainConfig, raw, where=str(demo_config_path()))
 
