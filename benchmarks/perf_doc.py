@@ -497,16 +497,21 @@ intermediates, so the time grew with K much faster than the FLOPs (10 targets co
 
 ## Suggested library changes (not made here: benchmarks only)
 
-Landed since: `DynamicHead.run_heads` evaluates the per-target stacks over chunks of voxels (4096
-without autograd, 32768 with; ReLU in place without autograd).
+Landed since:
+
+- `DynamicHead.run_heads` evaluates the per-target stacks over chunks of voxels (4096 without
+  autograd, 32768 with; ReLU in place without autograd).
+- `duplus.models.blocks.Conv3d` runs batch-of-one CPU float32 convolutions on oneDNN
+  (`aten.mkldnn_convolution`). PyTorch's heuristic sent those whose `N*C*D*H` is small (the
+  low-resolution layers of the tiny/small presets, and every layer of a batch-1 window) to its
+  im2col path, ~7-12x slower; the tiny model's 48^3 batch-1 forward went from 0.306 s to 0.078 s.
+  Autograd keeps PyTorch's own backward, so batch-1 *training* steps are still slow: train with
+  batches >= 2. The tables above predate this change except where their date says otherwise.
 
 1. `predict_volume_logits` / `Predictor`: skip windows without body voxels (`with_coord=True`
    predictor as in `bench_volume.py: AirSkippingPredictor`; the body mask is already computed for
    the crop) and offer `bf16` autocast on the CPU (`torch.autocast("cpu", torch.bfloat16)`), with
-   a phantom Dice check in the tests; keep window batches >= 2 (with a batch of one, PyTorch's CPU
-   convolution heuristic sends 3D convolutions whose `N*C*D*H` is small, i.e. the low-resolution
-   layers of the tiny/small presets, to its slow im2col path instead of oneDNN; profiled at ~7x
-   slower per FLOP for `tiny`'s 32^3 layers). Pad a final odd window batch rather than run it alone.
+   a phantom Dice check in the tests.
 2. Keep the body crop on by default (`PreprocessConfig.crop_foreground`): section 3 shows that the
    demo model, trained on body-cropped cases, loses tens of Dice points on an uncropped air-padded
    grid; a test on an air-padded phantom would guard it.
