@@ -61,7 +61,8 @@ def _adapted(base, targets: str | None):
 @pytest.mark.parametrize(
     "targets, frozen",
     [
-        (r"encoder\.layer\.[45]\..*", 4),  # the demo's adapter
+        (r"encoder\.layer\.[45]\..*", 4),  # the last two layers
+        (r"encoder\.layer\.5\..*", 5),  # the demo's adapter: every linear of the last layer
         (r"encoder\.layer\.5\.attention\.self\.(query|value)", 5),
         (None, 6),  # frozen encoder: the states are the last hidden states, only pooling is left
         (r"encoder\.layer\.\d+\.attention\.self\.(query|value)", 0),  # every layer: nothing to skip
