@@ -27,6 +27,9 @@ def test_quick_demo_writes_a_complete_report(tmp_path, capsys):
         "## (d) Prompt-paraphrase robustness",
     ):
         assert heading in report
+    # the embedded adaptation report nests under (c1): no second top-level section, no title
+    assert "### New task" in report and "\n## New task" not in report
+    assert "# DuPLUS adaptation report" not in report
     assert "_not run_" not in report and "_no rows_" not in report
     for png in (
         "dice_bars.png",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 from pathlib import Path
 from typing import Any
 
@@ -178,8 +179,9 @@ def _adaptation_section(a: dict) -> list[str]:
     lines = ["## (c1) Adaptation to a held-out organ (pancreas)", ""]
     if not a:
         return lines + ["_not run_", ""]
-    if a.get("markdown"):
-        return lines + [a["markdown"], ""]
+    if a.get("markdown"):  # the adaptation report's sections become subsections of this one
+        body = re.sub(r"^(#+) ", r"#\1 ", a["markdown"].strip("\n"), flags=re.MULTILINE)
+        return lines + [body, ""]
     return lines + ["```", str(a), "```", ""]
 
 
