@@ -104,7 +104,9 @@ def cmd_prognosis(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from duplus.demo import run_demo
 
-    report = run_demo(Path(args.out), quick=args.quick, seed=args.seed, progress=not args.quiet)
+    report = run_demo(
+        Path(args.out), quick=args.quick, seed=args.seed, progress=not args.quiet, iterations=args.iterations
+    )
     print(f"report written to {report}")
     return 0
 
@@ -131,6 +133,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="runs/demo", help="run folder (default: runs/demo)")
     p.add_argument("--quick", action="store_true", help="smoke version, about 2 minutes")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--iterations", type=int, default=None, help="training steps (default: 900; 12 with --quick)"
+    )
 
     p = add(
         "make-phantoms", "write the synthetic CT/MRI/PET phantom collection (MSD layout)", cmd_make_phantoms

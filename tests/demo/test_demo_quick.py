@@ -65,3 +65,20 @@ def test_demo_config_names_absolute_paths(tmp_path, monkeypatch):
         tmp_path / "runs/demo/phantoms" / name / "dataset.json" for name in TRAINED
     ]
     assert cfg.cache_dir == str(tmp_path / "runs/demo/cache")
+
+
+def test_demo_iterations_override():
+    """`duplus demo --iterations N` trains N steps and validates as often relative to them."""
+    from duplus.cli import build_parser
+    from duplus.demo.settings import DemoSettings
+    from duplus.errors import ConfigError
+
+    assert build_parser().parse_args(["demo", "--iterations", "1800"]).iterations == 1800
+    assert build_parser().parse_args(["demo"]).iterations is None
+    full = DemoSettings.full()
+    longer = full.with_iterations(2 * full.iterations)
+    assert (longer.iterations, longer.steps_per_epoch) == (2 * full.iterations, 2 * full.steps_per_epoch)
+    assert longer.adapt_iterations == full.adapt_iterations and full.iterations == 900  # the rest is kept
+    assert DemoSettings.smoke().with_iterations(3).steps_per_epoch == 3
+    with pytest.raises(ConfigError, match="iterations >= 1"):
+        full.with_iterations(0)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
+
+from duplus.errors import ConfigError
 
 
 @dataclass
@@ -54,6 +56,13 @@ class DemoSettings:
             eval_limit=1,
             quick=True,
         )
+
+    def with_iterations(self, iterations: int) -> DemoSettings:
+        """These settings with ``iterations`` training steps, validating as often relative to them."""
+        if iterations < 1:
+            raise ConfigError(f"demo: need iterations >= 1; got {iterations}")
+        spe = max(1, round(self.steps_per_epoch * iterations / self.iterations))
+        return replace(self, iterations=iterations, steps_per_epoch=spe)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
