@@ -163,15 +163,8 @@ class ScopedDuPLUS(nn.Module):
         out[:, cond.adapted_index] = adapted.to(base.dtype)
         return out
 
-    def forward(
-        self,
-        image: Tensor,
-        modality_index: Tensor,
-        t1_emb: Tensor,
-        t2_emb: Tensor,
-        position: Tensor | None = None,
-    ) -> Tensor:
-        return self.forward_conditioned(image, self.condition(modality_index, t1_emb, t2_emb), position)
+    # condition() then forward_conditioned(): the same composition as the base network's, on ours
+    forward = DuPLUS.forward
 
     def extract_features(
         self, image: Tensor, modality_index: Tensor, t1_emb: Tensor, decoder: bool = True

@@ -15,7 +15,7 @@ class DemoSettings:
     shape: int = 96  # phantom grid (96 mm field of view)
     cohort: int = 160  # patients in the prognosis cohort
     cohort_shape: int = 48
-    iterations: int = 900  # ~5 min of training on 2 idle CPU cores (40^3 patches, ~3 it/s)
+    iterations: int = 900  # 5-7.5 min of training on 2 idle CPU cores (40^3 patches, 2-3 it/s measured)
     steps_per_epoch: int = 225
     patch_size: list[int] = field(default_factory=lambda: [40, 40, 40])
     val_every: int = 2
