@@ -63,6 +63,15 @@ def test_conv3d_batch_of_one_uses_onednn_and_matches_nn_conv3d(
         torch.testing.assert_close(ours(x), ref(x), rtol=1e-4, atol=1e-4)
 
 
+def test_conv3d_compiles_for_a_batch_of_one() -> None:
+    """``torch.compile`` traces with fake tensors, which the direct oneDNN call cannot take."""
+    torch.manual_seed(0)
+    conv = Conv3d(2, 8, 3, padding=1)
+    x = torch.randn(1, 2, 16, 16, 16)
+    compiled = torch.compile(conv, backend="aot_eager", fullgraph=True)
+    torch.testing.assert_close(compiled(x), conv(x), rtol=1e-4, atol=1e-4)
+
+
 def test_block_applies_modulation_after_last_norm() -> None:
     block = ResidualBlock(3, 2, 2).eval()
     x = torch.randn(1, 2, 4, 4, 4)

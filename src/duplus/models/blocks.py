@@ -46,13 +46,15 @@ class Conv3d(nn.Conv3d):
     ``8 -> 8`` conv at ``48^3``), and batch-of-one windows are what inference, validation and
     feature extraction run. This class calls the oneDNN kernel directly for a batch of one
     (forward only: autograd routes its backward through PyTorch's usual selection). Other inputs,
-    devices and dtypes, and ``torch.backends.mkldnn.enabled = False``, take ``nn.Conv3d``'s path.
-    Parameters and state-dict keys are those of ``nn.Conv3d``.
+    devices and dtypes, ``torch.backends.mkldnn.enabled = False``, and code being traced by
+    ``torch.compile`` (whose fake tensors the oneDNN op cannot take; the compiler picks its own
+    kernels) take ``nn.Conv3d``'s path. Parameters and state-dict keys are those of ``nn.Conv3d``.
     """
 
     def _conv_forward(self, input: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
         if (
-            input.shape[0] == 1
+            not torch.compiler.is_compiling()  # first: the checks below break a traced graph
+            and input.shape[0] == 1
             and input.device.type == "cpu"
             and input.dtype == torch.float32
             and weight.dtype == torch.float32
