@@ -10,7 +10,7 @@ from duplus.errors import ConfigError
 
 @dataclass
 class DemoSettings:
-    cases: int = 8  # training cases per phantom dataset
+    cases: int = 12  # training cases per phantom dataset (8 gave held-out organ Dice ~0.01 lower)
     test_cases: int = 2  # held-out cases per dataset
     shape: int = 96  # phantom grid (96 mm field of view)
     cohort: int = 160  # patients in the prognosis cohort
