@@ -962,6 +962,11 @@ def _run_jobs(fn: Callable[..., Any], jobs: list[tuple], workers: int, bar: Any)
         return [f.result() for f in futures]
 
 
+def _case_file(spec: PhantomDataset, i: int) -> str:
+    """File name of case ``i`` of a phantom dataset (images and labels alike)."""
+    return f"{spec.prefix}_{i + 1:03d}.nii.gz"
+
+
 def _write_dataset_case(
     root: Path, spec: PhantomDataset, task_index: int, seed: int, i: int, cases: int,
     shape: tuple[int, int, int],
@@ -971,13 +976,13 @@ def _write_dataset_case(
         _case_seed(seed, task_index, i), spec.kind, spec.modality,
         shape=grid, spacing=tuple(spacing), affine_style=style, with_tumour=spec.with_tumour,
     )  # fmt: skip
-    name = f"{spec.prefix}_{i + 1:03d}.nii.gz"
+    name = _case_file(spec, i)
     split = ("imagesTr", "labelsTr") if i < cases else ("imagesTs", "labelsTs")
     _save_case(case, spec.modality, root / split[0] / name, root / split[1] / name, spec.labels)
 
 
 def _dataset_meta(spec: PhantomDataset, seed: int, cases: int, test_cases: int) -> dict[str, Any]:
-    names = [f"{spec.prefix}_{i + 1:03d}.nii.gz" for i in range(cases + test_cases)]
+    names = [_case_file(spec, i) for i in range(cases + test_cases)]
     training = [{"image": f"./imagesTr/{n}", "label": f"./labelsTr/{n}"} for n in names[:cases]]
     test = [f"./imagesTs/{n}" for n in names[cases:]]
     return {
