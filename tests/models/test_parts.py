@@ -8,7 +8,7 @@ from torch import nn
 
 from duplus.errors import ConfigError
 from duplus.models import MODALITIES, ChannelGate, DynamicHead, FiLM, ModalityStems, NoConditioning
-from duplus.models.blocks import Conv3d, ResidualBlock, UpSample, build_activation
+from duplus.models.blocks import Conv3d, InstanceNorm3d, ResidualBlock, UpSample, build_activation
 from duplus.models.decoder import UNetDecoder
 from duplus.models.encoder import UNetEncoder
 from duplus.models.film import build_conditioner
@@ -61,6 +61,68 @@ def test_conv3d_batch_of_one_uses_onednn_and_matches_nn_conv3d(
         monkeypatch.setattr(torch.backends.mkldnn, "enabled", False)
         assert "aten::mkldnn_convolution" not in _kernels(lambda: ours(x))
         torch.testing.assert_close(ours(x), ref(x), rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize(
+    ("stride", "grad", "channels_last"), [(1, True, True), (2, True, False), (1, False, False)]
+)
+def test_conv3d_trains_channels_last_on_fine_levels(
+    stride: int, grad: bool, channels_last: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Training convs over at least 16^3 output voxels run on a channels-last copy; the result, its
+    layout and the gradients are those of ``nn.Conv3d``."""
+    torch.manual_seed(0)
+    ours = Conv3d(4, 8, 3, stride, padding=1)
+    ref = nn.Conv3d(4, 8, 3, stride, padding=1)
+    ref.load_state_dict(ours.state_dict())
+    layouts: list[bool] = []
+    base = nn.Conv3d._conv_forward
+
+    def spy(self: nn.Conv3d, input: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None):
+        if self is ours:
+            layouts.append(input.is_contiguous(memory_format=torch.channels_last_3d))
+        return base(self, input, weight, bias)
+
+    monkeypatch.setattr(nn.Conv3d, "_conv_forward", spy)
+    x = torch.randn(2, 4, 16, 16, 16)
+    xa, xb = x.clone().requires_grad_(grad), x.clone().requires_grad_(grad)
+    with torch.set_grad_enabled(grad):
+        ya, yb = ours(xa), ref(xb)
+    assert layouts == [channels_last]
+    assert ya.is_contiguous()
+    torch.testing.assert_close(ya, yb, rtol=1e-4, atol=1e-4)
+    if grad:
+        g = torch.randn_like(yb)
+        ya.backward(g)
+        yb.backward(g)
+        torch.testing.assert_close(xa.grad, xb.grad, rtol=1e-4, atol=1e-4)
+        torch.testing.assert_close(ours.weight.grad, ref.weight.grad, rtol=1e-3, atol=1e-3)
+        torch.testing.assert_close(ours.bias.grad, ref.bias.grad, rtol=1e-3, atol=1e-3)
+
+
+@pytest.mark.parametrize("affine", [True, False])
+def test_instance_norm_matches_torch_and_loads_its_state(affine: bool) -> None:
+    torch.manual_seed(0)
+    ref = nn.InstanceNorm3d(6, affine=affine)
+    if affine:
+        with torch.no_grad():
+            ref.weight.uniform_(0.5, 1.5)
+            ref.bias.uniform_(-1.0, 1.0)
+    ours = InstanceNorm3d(6, affine=affine)
+    ours.load_state_dict(ref.state_dict())
+    assert ours.state_dict().keys() == ref.state_dict().keys()
+    x = 3.0 * torch.randn(2, 6, 5, 6, 7) + 2.0
+    xa, xb = x.clone().requires_grad_(), x.clone().requires_grad_()
+    ya, yb = ours(xa), ref(xb)
+    torch.testing.assert_close(ya, yb, rtol=1e-4, atol=1e-4)
+    g = torch.randn_like(yb)
+    ya.backward(g)
+    yb.backward(g)
+    torch.testing.assert_close(xa.grad, xb.grad, rtol=1e-4, atol=1e-4)
+    if affine:
+        torch.testing.assert_close(ours.weight.grad, ref.weight.grad, rtol=1e-4, atol=1e-4)
+        torch.testing.assert_close(ours.bias.grad, ref.bias.grad, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(ours(x[0]), ref(x[0]), rtol=1e-4, atol=1e-4)  # unbatched: torch's path
 
 
 def test_conv3d_compiles_for_a_batch_of_one() -> None:
