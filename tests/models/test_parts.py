@@ -125,6 +125,16 @@ def test_instance_norm_matches_torch_and_loads_its_state(affine: bool) -> None:
     torch.testing.assert_close(ours(x[0]), ref(x[0]), rtol=1e-4, atol=1e-4)  # unbatched: torch's path
 
 
+def test_conv3d_takes_unbatched_input_like_nn_conv3d() -> None:
+    """``(C, D, H, W)`` with ``C == 1`` is not a batch of one (it once went to oneDNN as one)."""
+    torch.manual_seed(0)
+    ours = Conv3d(1, 4, 3, padding=1)
+    ref = nn.Conv3d(1, 4, 3, padding=1)
+    ref.load_state_dict(ours.state_dict())
+    x = torch.randn(1, 8, 8, 8)
+    torch.testing.assert_close(ours(x), ref(x), rtol=1e-4, atol=1e-4)
+
+
 def test_conv3d_compiles_for_a_batch_of_one() -> None:
     """``torch.compile`` traces with fake tensors, which the direct oneDNN call cannot take."""
     torch.manual_seed(0)

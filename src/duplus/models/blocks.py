@@ -39,9 +39,10 @@ def _check_spatial_dims(spatial_dims: int) -> None:
 class Conv3d(nn.Conv3d):
     """``nn.Conv3d`` that picks faster CPU kernels for the small networks DuPLUS trains on a CPU.
 
-    Two cases, both for CPU float32 input with zero padding; everything else (other devices and
-    dtypes, ``torch.backends.mkldnn.enabled = False``, code traced by ``torch.compile``, whose fake
-    tensors the direct oneDNN call cannot take) is ``nn.Conv3d``'s own path:
+    Two cases, both for batched CPU float32 input with zero padding; everything else (unbatched
+    input, other devices and dtypes, ``torch.backends.mkldnn.enabled = False``, code traced by
+    ``torch.compile``, whose fake tensors the direct oneDNN call cannot take) is ``nn.Conv3d``'s
+    own path:
 
     * **A batch of one** goes to oneDNN (MKL-DNN) directly. PyTorch picks the CPU kernel by a size
       heuristic and takes its native im2col path whenever ``C_in * D * H`` is at most 20480, which
@@ -66,6 +67,7 @@ class Conv3d(nn.Conv3d):
     def _conv_forward(self, input: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
         if (
             torch.compiler.is_compiling()  # first: the checks below break a traced graph
+            or input.dim() != 5  # unbatched (C, D, H, W): its first size is not a batch
             or input.device.type != "cpu"
             or input.dtype != torch.float32
             or weight.dtype != torch.float32
@@ -86,7 +88,7 @@ class Conv3d(nn.Conv3d):
                 self.groups,
             )
         records = torch.is_grad_enabled() and (input.requires_grad or weight.requires_grad)
-        if records and input.dim() == 5 and _out_voxels(input, self) >= self.channels_last_min_voxels:
+        if records and _out_voxels(input, self) >= self.channels_last_min_voxels:
             out = super()._conv_forward(input.contiguous(memory_format=torch.channels_last_3d), weight, bias)
             return out.contiguous()
         return super()._conv_forward(input, weight, bias)
