@@ -31,9 +31,16 @@ def test_quick_demo_writes_a_complete_report(tmp_path, capsys):
     assert "### New task" in report and "\n## New task" not in report
     assert "# DuPLUS adaptation report" not in report
     assert "_not run_" not in report and "_no rows_" not in report
+    # the adapted model segments the held-out set's test cases through `segment --adapter`'s path
+    test_rows = results["adaptation"]["test"]
+    assert test_rows and {r["target"] for r in test_rows} == {"pancreas"}
+    mean_test = sum(r["dice"] for r in test_rows) / len(test_rows)
+    assert f"Mean Dice over {len(test_rows)} case(s): **{mean_test:.3f}**" in report
+    assert "](figures/adapted_Task02_PhantomPancreasCT.png)" in report
     for png in (
         "dice_bars.png",
         "km_both.png",
+        "adapted_Task02_PhantomPancreasCT.png",
         "overlay_Task01_PhantomAbdomenCT.png",
         "overlay_Task06_PhantomHeadNeckPET.png",
     ):

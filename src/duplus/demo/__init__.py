@@ -79,7 +79,14 @@ def run_demo(
         "paraphrases", steps.paraphrase_experiment, predictor, phantoms, settings
     )
     results["adaptation"] = timer.run(
-        "adaptation", steps.adapt_experiment, ckpt, phantoms, out / "adapt", settings, progress
+        "adaptation",
+        steps.adapt_experiment,
+        ckpt,
+        phantoms,
+        out / "adapt",
+        out / "figures",
+        settings,
+        progress,
     )
     results["prognosis"] = timer.run(
         "prognosis",

@@ -16,6 +16,7 @@ import numpy as np
 from duplus.data.io import load_channels, load_nifti
 from duplus.data.sampling import target_masks
 from duplus.data.specs import DatasetSpec
+from duplus.errors import ConfigError
 from duplus.inference.predictor import Predictor
 from duplus.metrics.segmentation import compute_case_metrics
 
@@ -42,16 +43,26 @@ def evaluate_test_set(
     limit: int | None = None,
     overlap: float = 0.25,
     figure: Path | None = None,
+    targets: list[str] | None = None,
 ) -> list[dict[str, Any]]:
-    """Dice/HD95/NSD per test case and target with the dataset's own prompts."""
+    """Dice/HD95/NSD per test case and target with the dataset's own prompts.
+
+    ``targets`` keeps only those of the dataset's targets (e.g. an adaptation's new target).
+    """
     from duplus.reporting.overlays import save_overlay
 
     rows = []
     for i, case in enumerate(_test_cases(spec, limit)):
         vol = load_channels(case.images)
-        ref, targets = reference_masks(spec, case.images[0])
-        pred = predictor.predict(vol, spec.modality, spec.region, targets, overlap=overlap)
-        for k, t in enumerate(targets):
+        ref, names = reference_masks(spec, case.images[0])
+        if targets is not None:
+            missing = sorted(set(targets) - set(names))
+            if missing:
+                raise ConfigError(f"{spec.name}: no reference labels for {missing}; it labels {names}")
+            keep = [names.index(t) for t in targets]
+            ref, names = ref[keep], list(targets)
+        pred = predictor.predict(vol, spec.modality, spec.region, names, overlap=overlap)
+        for k, t in enumerate(names):
             m = compute_case_metrics(pred.masks[k], ref[k], tuple(vol.spacing))
             rows.append(
                 {"dataset": spec.name, "modality": spec.modality, "case": case.case_id, "target": t, **m}
@@ -61,7 +72,7 @@ def evaluate_test_set(
                 vol.array[0],
                 vol.affine,
                 pred.masks,
-                targets,
+                names,
                 figure,
                 title=f"{spec.name} {case.case_id}: {pred.prompts['t1']}",
                 reference=ref,

@@ -23,6 +23,7 @@ logger = logging.getLogger(__name__)
 TRAINED = ("Task01_PhantomAbdomenCT", "Task03_PhantomAbdomenMRI", "Task04_PhantomBrainMRI",
            "Task05_PhantomLiverTumourCT", "Task06_PhantomHeadNeckPET")  # fmt: skip
 HELD_OUT = "Task02_PhantomPancreasCT"
+HELD_OUT_TARGET = "pancreas"  # the adaptation's new target (the set's aorta is left out)
 WRONG_T1 = "A MRI scan of the head"
 
 
@@ -131,7 +132,7 @@ def paraphrase_experiment(predictor: Predictor, phantoms: dict[str, Path], s: De
 
 
 def adapt_experiment(
-    ckpt: Path, phantoms: dict[str, Path], out: Path, s: DemoSettings, progress: bool
+    ckpt: Path, phantoms: dict[str, Path], out: Path, figures: Path, s: DemoSettings, progress: bool
 ) -> dict:
     """Teach the trained model the held-out pancreas with a small adapter; measure forgetting."""
     from duplus.adapt.api import adapt_checkpoint
@@ -151,6 +152,18 @@ def adapt_experiment(
     report = dict(adapt_checkpoint(ckpt, from_dict(AdaptConfig, config), out, merge=False, progress=progress))
     md = Path(report.get("report_md", out / "adapt_report.md"))
     report["markdown"] = md.read_text().split("\n", 1)[-1] if md.is_file() else ""
+    # the held-out test cases, in their own geometry, through the same path as `segment --adapter`
+    adapted = Predictor.from_checkpoint(ckpt, device="cpu", adapter=out / "adapter.pt")
+    figure = figures / f"adapted_{HELD_OUT}.png"
+    report["test"] = evaluate_test_set(
+        adapted,
+        _spec(phantoms, HELD_OUT),
+        targets=[HELD_OUT_TARGET],
+        limit=s.eval_limit,
+        overlap=s.overlap,
+        figure=figure,
+    )
+    report["test_figure"] = str(figure)
     return report
 
 

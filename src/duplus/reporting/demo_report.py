@@ -181,8 +181,25 @@ def _adaptation_section(a: dict) -> list[str]:
         return lines + ["_not run_", ""]
     if a.get("markdown"):  # the adaptation report's sections become subsections of this one
         body = re.sub(r"^(#+) ", r"#\1 ", a["markdown"].strip("\n"), flags=re.MULTILINE)
-        return lines + [body, ""]
-    return lines + ["```", str(a), "```", ""]
+        lines += [body, ""]
+    else:
+        lines += ["```", str({k: v for k, v in a.items() if k != "test"}), "```", ""]
+    test = pd.DataFrame(a.get("test") or [])
+    if not test.empty:
+        cols = ["case", "target", "dice", "hd95", "nsd"]
+        lines += [
+            "### New target on the held-out test cases",
+            "",
+            "The base checkpoint with the adapter (as `duplus segment --adapter`), each case in its own "
+            "geometry; the validation Dice above comes from the adaptation's own validation cases.",
+            "",
+            markdown_table(test[cols].rename(columns={"hd95": "hd95_mm"})),
+            f"Mean Dice over {len(test)} case(s): **{test['dice'].mean():.3f}**.",
+            "",
+        ]
+    if a.get("test_figure") and Path(a["test_figure"]).is_file():
+        lines += [f"![adapted {Path(a['test_figure']).stem}](figures/{Path(a['test_figure']).name})", ""]
+    return lines
 
 
 def _prognosis_section(p: dict) -> list[str]:
