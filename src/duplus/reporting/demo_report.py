@@ -150,7 +150,7 @@ def write_report(out: Path, results: dict[str, Any]) -> Path:
         "",
         markdown_table(organ),
     ]
-    lines += _adaptation_section(results.get("adaptation") or {})
+    lines += _adaptation_section(results.get("adaptation") or {}, figures)
     lines += _prognosis_section(results.get("prognosis") or {})
     para = paraphrase_table(results["paraphrases"])
     lines += ["## (d) Prompt-paraphrase robustness", ""]
@@ -175,7 +175,7 @@ def write_report(out: Path, results: dict[str, Any]) -> Path:
     return path
 
 
-def _adaptation_section(a: dict) -> list[str]:
+def _adaptation_section(a: dict, figures: Path) -> list[str]:
     lines = ["## (c1) Adaptation to a held-out organ (pancreas)", ""]
     if not a:
         return lines + ["_not run_", ""]
@@ -197,8 +197,9 @@ def _adaptation_section(a: dict) -> list[str]:
             f"Mean Dice over {len(test)} case(s): **{test['dice'].mean():.3f}**.",
             "",
         ]
-    if a.get("test_figure") and Path(a["test_figure"]).is_file():
-        lines += [f"![adapted {Path(a['test_figure']).stem}](figures/{Path(a['test_figure']).name})", ""]
+    figure = figures / Path(a.get("test_figure") or "-").name
+    if a.get("test_figure") and figure.is_file():
+        lines += [f"![{figure.stem}](figures/{figure.name})", ""]
     return lines
 
 
