@@ -89,3 +89,34 @@ def test_demo_iterations_override():
     assert DemoSettings.smoke().with_iterations(3).steps_per_epoch == 3
     with pytest.raises(ConfigError, match="iterations >= 1"):
         full.with_iterations(0)
+
+
+def test_evaluate_test_set_keeps_only_the_asked_targets(tmp_path):
+    """`targets=` scores only those targets; one the dataset does not label is a one-line error."""
+    from duplus.data.phantoms import make_phantoms
+    from duplus.data.specs import load_dataset_spec
+    from duplus.demo.experiments import evaluate_test_set
+    from duplus.errors import ConfigError
+
+    root = make_phantoms(tmp_path / "ph", cases=1, test_cases=1, shape=24, progress=False)
+    spec = load_dataset_spec(root["Task02_PhantomPancreasCT"] / "dataset.json")
+    with pytest.raises(
+        ConfigError, match=r"no reference labels for \['liver'\]; it labels \['pancreas', 'aorta'\]"
+    ):
+        evaluate_test_set(None, spec, targets=["pancreas", "liver"])  # type: ignore[arg-type]
+
+    class Recorder:  # stands in for a Predictor: records what it is asked, predicts the reference
+        asked: list[str] = []
+
+        def predict(self, vol, modality, region, targets, overlap):
+            from types import SimpleNamespace
+
+            from duplus.demo.experiments import reference_masks
+
+            Recorder.asked = list(targets)
+            ref, names = reference_masks(spec, spec.test[0].images[0])
+            return SimpleNamespace(masks=ref[[names.index(t) for t in targets]], prompts={"t1": "x"})
+
+    rows = evaluate_test_set(Recorder(), spec, targets=["pancreas"])  # type: ignore[arg-type]
+    assert Recorder.asked == ["pancreas"]
+    assert [r["target"] for r in rows] == ["pancreas"] and rows[0]["dice"] == pytest.approx(1.0)
