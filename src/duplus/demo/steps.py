@@ -163,7 +163,7 @@ def adapt_experiment(
         overlap=s.overlap,
         figure=figure,
     )
-    report["test_figure"] = str(figure)
+    report["test_figure"] = figure.name
     return report
 
 

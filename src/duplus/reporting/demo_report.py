@@ -197,9 +197,9 @@ def _adaptation_section(a: dict, figures: Path) -> list[str]:
             f"Mean Dice over {len(test)} case(s): **{test['dice'].mean():.3f}**.",
             "",
         ]
-    figure = figures / Path(a.get("test_figure") or "-").name
-    if a.get("test_figure") and figure.is_file():
-        lines += [f"![{figure.stem}](figures/{figure.name})", ""]
+    name = Path(a.get("test_figure") or "").name  # a file in the run's figures folder
+    if name and (figures / name).is_file():
+        lines += [f"![{Path(name).stem}](figures/{name})", ""]
     return lines
 
 
