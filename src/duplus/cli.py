@@ -23,6 +23,17 @@ logger = logging.getLogger("duplus")
 
 
 # ---------------------------------------------------------------------- commands
+def _dataset_cases(text: str) -> tuple[str, int, int | None]:
+    """``TASK=TRAIN[,TEST]`` -> ``(TASK, TRAIN, TEST or None)``."""
+    name, sep, counts = text.partition("=")
+    parts = counts.split(",")
+    if not sep or not name or len(parts) > 2 or not all(p.strip().isdigit() for p in parts):
+        raise argparse.ArgumentTypeError(
+            f"expected TASK=TRAIN[,TEST], e.g. Task02_PhantomPancreasCT=36,8; got {text!r}"
+        )
+    return name, int(parts[0]), int(parts[1]) if len(parts) == 2 else None
+
+
 def cmd_make_phantoms(args: argparse.Namespace) -> int:
     from duplus.data.phantoms import make_phantoms
 
@@ -31,6 +42,11 @@ def cmd_make_phantoms(args: argparse.Namespace) -> int:
         cases=args.cases,
         seed=args.seed,
         test_cases=args.test_cases,
+        dataset_cases={
+            name: (train, args.test_cases if test is None else test)
+            for name, train, test in args.dataset_cases or []
+        },
+        shape=args.shape,
         cohort_cases=args.cohort,
         workers=args.workers,
     )
@@ -143,6 +159,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("out", help="output folder")
     p.add_argument("--cases", type=int, default=8, help="training cases per dataset")
     p.add_argument("--test-cases", type=int, default=2, help="held-out cases per dataset")
+    p.add_argument(
+        "--dataset-cases",
+        action="append",
+        type=_dataset_cases,
+        metavar="TASK=TRAIN[,TEST]",
+        help="training (and held-out) cases of one dataset, e.g. Task02_PhantomPancreasCT=36,8; repeatable",
+    )
+    p.add_argument("--shape", type=int, default=96, help="grid of the isotropic cases (96 -> 1 mm voxels)")
     p.add_argument("--cohort", type=int, default=0, help="patients in the HECKTOR-layout prognosis cohort")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument(

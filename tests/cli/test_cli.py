@@ -39,3 +39,41 @@ def test_config_error_is_one_line_nonzero(tmp_path, capsys):
     assert rc == 2 and len(err) == 1
     assert "unknown_key" in err[0] and str(cfg) in err[0]
     assert not (tmp_path / "run").exists()
+
+
+def test_make_phantoms_dataset_cases(tmp_path, capsys):
+    """``--dataset-cases`` sizes one dataset apart; the others keep ``--cases`` / ``--test-cases``."""
+    import json
+
+    out = tmp_path / "ph"
+    args = ["make-phantoms", str(out), "--cases", "1", "--test-cases", "1", "--shape", "16"]
+    sizes_given = [
+        "--dataset-cases",
+        "Task02_PhantomPancreasCT=3,2",
+        "--dataset-cases",
+        "Task04_PhantomBrainMRI=2",
+    ]
+    rc = main([*args, *sizes_given])
+    assert rc == 0
+    index = {d["name"]: d for d in json.loads((out / "phantoms.json").read_text())["datasets"]}
+    sizes = {name: (d["numTraining"], d["numTest"]) for name, d in index.items()}
+    assert sizes.pop("Task02_PhantomPancreasCT") == (3, 2)
+    assert sizes.pop("Task04_PhantomBrainMRI") == (2, 1)  # TEST left out: --test-cases
+    assert set(sizes.values()) == {(1, 1)}
+    pancreas = out / "Task02_PhantomPancreasCT"
+    meta = json.loads((pancreas / "dataset.json").read_text())
+    assert len(meta["training"]) == 3 and len(meta["test"]) == 2
+    assert len(list((pancreas / "imagesTr").iterdir())) == 3
+    assert len(list((pancreas / "labelsTs").iterdir())) == 2
+    capsys.readouterr()
+
+    rc = main(["make-phantoms", str(tmp_path / "bad"), "--dataset-cases", "Task99_Nothing=3"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and "Task99_Nothing" in err[0] and "Task02_PhantomPancreasCT" in err[0]
+    assert not (tmp_path / "bad").exists()
+    rc = main(["make-phantoms", str(tmp_path / "bad"), "--dataset-cases", "Task02_PhantomPancreasCT=0,1"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and "Task02_PhantomPancreasCT: need >= 1 training" in err[0]
+    assert not (tmp_path / "bad").exists()
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["make-phantoms", "x", "--dataset-cases", "Task02_PhantomPancreasCT"])

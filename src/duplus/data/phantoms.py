@@ -52,7 +52,7 @@ import csv
 import io
 import logging
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from itertools import permutations
 from pathlib import Path
@@ -1002,6 +1002,22 @@ def _dataset_meta(spec: PhantomDataset, seed: int, cases: int, test_cases: int) 
     }
 
 
+def _dataset_sizes(
+    cases: int, test_cases: int, dataset_cases: Mapping[str, tuple[int, int]]
+) -> dict[str, tuple[int, int]]:
+    """``{dataset folder name: (training cases, held-out cases)}``, checked."""
+    known = [spec.task for spec in PHANTOM_DATASETS]
+    unknown = sorted(set(dataset_cases) - set(known))
+    if unknown:
+        raise ConfigError(f"dataset_cases: unknown phantom dataset(s) {unknown}; known: {known}")
+    sizes = {task: (cases, test_cases) for task in known}
+    sizes.update({task: (int(n), int(m)) for task, (n, m) in dataset_cases.items()})
+    for task, (n, m) in sizes.items():
+        if n < 1 or m < 0:
+            raise ConfigError(f"{task}: need >= 1 training and >= 0 held-out cases; got {n} and {m}")
+    return sizes
+
+
 def make_phantoms(
     out: str | Path,
     cases: int = 8,
@@ -1009,6 +1025,7 @@ def make_phantoms(
     *,
     shape: int | Sequence[int] = (96, 96, 96),
     test_cases: int = 2,
+    dataset_cases: Mapping[str, tuple[int, int]] | None = None,
     cohort_cases: int = 0,
     cohort_shape: int | Sequence[int] = (64, 64, 64),
     progress: bool = True,
@@ -1028,6 +1045,8 @@ def make_phantoms(
         seed: collection seed.
         shape: grid of the isotropic cases (96 -> 1 mm voxels; 48 -> 2 mm, for quick tests).
         test_cases: held-out cases per dataset.
+        dataset_cases: ``{dataset folder name: (training cases, held-out cases)}`` for the datasets
+            that differ from ``cases`` / ``test_cases`` (the demo gives its adaptation set more).
         cohort_cases: patients of the HECKTOR-layout prognosis cohort (``out/HECKTOR_Phantom``); 0 = none.
         cohort_shape: grid of the cohort's PET/CT (64 -> 1.5 mm voxels).
         progress: show a tqdm progress bar.
@@ -1045,27 +1064,29 @@ def make_phantoms(
         )
     if workers < 1:
         raise ConfigError(f"need workers >= 1; got {workers}")
+    sizes = _dataset_sizes(cases, test_cases, dataset_cases or {})
     shape3 = tuple(int(v) for v in _triple(shape, "shape"))
-    total = len(PHANTOM_DATASETS) * (cases + test_cases) + cohort_cases
+    total = sum(n + m for n, m in sizes.values()) + cohort_cases
     paths: dict[str, Path] = {}
     index: dict[str, Any] = {"name": "duplus phantom collection", "version": PHANTOM_VERSION, "seed": seed}
     index.update(shape=list(shape3), fov_mm=FOV_MM, datasets=[], cohort=None)
     jobs = [
-        (out / spec.task, spec, t + 1, seed, i, cases, shape3)
+        (out / spec.task, spec, t + 1, seed, i, sizes[spec.task][0], shape3)
         for t, spec in enumerate(PHANTOM_DATASETS)
-        for i in range(cases + test_cases)
+        for i in range(sum(sizes[spec.task]))
     ]
     c_shape = tuple(int(v) for v in _triple(cohort_shape, "cohort_shape"))
     with tqdm(total=total, desc="phantoms", unit="case", disable=not progress) as bar:
         _run_jobs(_write_dataset_case, jobs, workers, bar)
         for spec in PHANTOM_DATASETS:
             root = out / spec.task
-            meta = _dataset_meta(spec, seed, cases, test_cases)
+            n_train, n_test = sizes[spec.task]
+            meta = _dataset_meta(spec, seed, n_train, n_test)
             write_json_atomic(root / "dataset.json", meta)
             paths[spec.task] = root
             index["datasets"].append(
                 {"name": spec.task, "path": spec.task, "modality": spec.modality, "region": spec.region}
-                | {"kind": spec.kind, "labels": meta["labels"], "numTraining": cases, "numTest": test_cases}
+                | {"kind": spec.kind, "labels": meta["labels"], "numTraining": n_train, "numTest": n_test}
             )
         if cohort_cases:
             root = out / "HECKTOR_Phantom"
