@@ -34,6 +34,15 @@ def test_quick_demo_writes_a_complete_report(tmp_path, capsys):
     # the adapted model segments the held-out set's test cases through `segment --adapter`'s path
     test_rows = results["adaptation"]["test"]
     assert test_rows and {r["target"] for r in test_rows} == {"pancreas"}
+    # the adaptation's pancreas set has its own size; the trained sets keep theirs
+    s = results["settings"]
+    index = json.loads((out / "phantoms" / "phantoms.json").read_text())
+    sizes = {d["name"]: (d["numTraining"], d["numTest"]) for d in index["datasets"]}
+    pancreas_size, other_size = (s["adapt_cases"], s["adapt_test_cases"]), (s["cases"], s["test_cases"])
+    assert sizes.pop("Task02_PhantomPancreasCT") == pancreas_size != other_size
+    assert set(sizes.values()) == {other_size}
+    assert len(test_rows) == s["adapt_test_cases"]
+    assert f"({s['adapt_cases']} and {s['adapt_test_cases']} in the pancreas set" in report
     mean_test = sum(r["dice"] for r in test_rows) / len(test_rows)
     assert f"Mean Dice over {len(test_rows)} case(s): **{mean_test:.3f}**" in report
     assert "](figures/adapted_Task02_PhantomPancreasCT.png)" in report

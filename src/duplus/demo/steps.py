@@ -40,6 +40,7 @@ def make_data(root: Path, s: DemoSettings, progress: bool) -> dict[str, Path]:
         seed=s.seed,
         shape=(s.shape,) * 3,
         test_cases=s.test_cases,
+        dataset_cases={HELD_OUT: (s.adapt_cases, s.adapt_test_cases)},
         cohort_cases=s.cohort,
         cohort_shape=(s.cohort_shape,) * 3,
         progress=progress,
@@ -143,6 +144,8 @@ def adapt_experiment(
         "train": list(s.adapt_train),
         "iterations": s.adapt_iterations,
         "steps_per_epoch": s.adapt_iterations,
+        "val_fraction": s.adapt_val_fraction,
+        "val_max_cases": s.adapt_cases,  # every validation case
         "patch_size": list(s.patch_size),
         "seed": s.seed,
         "threads": s.threads,
