@@ -1,4 +1,4 @@
-"""Sizes of the demo: the full run (11-13 minutes on 2 idle CPU cores) and the ``--quick`` smoke run."""
+"""Sizes of the demo: the full run (14-16 minutes on 2 idle CPU cores) and the ``--quick`` smoke run."""
 
 from __future__ import annotations
 
