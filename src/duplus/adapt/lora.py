@@ -228,7 +228,8 @@ def _fused_conv_forward(layer: Any, x: torch.Tensor, *args: Any, **kwargs: Any) 
     """The ``forward`` of a peft LoRA convolution, see :func:`_fuse_conv_adapters`."""
     active = [a for a in layer.active_adapters if a in layer.lora_A]
     dropout = layer.training and any(
-        not isinstance(layer.lora_dropout[a], nn.Identity) and layer.lora_dropout[a].p > 0 for a in active
+        not isinstance(layer.lora_dropout[a], nn.Identity) and getattr(layer.lora_dropout[a], "p", 1.0) > 0
+        for a in active
     )
     base: Any = layer.get_base_layer()
     variant = any(a in getattr(layer, "lora_variant", {}) for a in active)  # DoRA and the like
