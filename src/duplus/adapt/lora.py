@@ -235,9 +235,7 @@ def _fused_conv_forward(layer: Any, x: torch.Tensor, *args: Any, **kwargs: Any) 
     variant = any(a in getattr(layer, "lora_variant", {}) for a in active)  # DoRA and the like
     if args or kwargs or layer.disable_adapters or layer.merged or dropout or variant or base.groups != 1:
         return type(layer).forward(layer, x, *args, **kwargs)
-    if not active:
-        return base(x)
-    weight = base.weight
+    weight = base.weight  # no active adapter: the base layer's own weight
     for adapter in active:
         weight = weight + _delta_weight(layer, adapter).to(weight.dtype)
     return base._conv_forward(x, weight, base.bias)

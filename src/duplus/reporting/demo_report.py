@@ -89,17 +89,13 @@ def write_report(out: Path, results: dict[str, Any]) -> Path:
     s = results["settings"]
     seg = segmentation_table(results["segmentation"])
     lines: list[str] = ["# DuPLUS demo report", ""]
-    adapt_sizes = (
-        f" ({s['adapt_cases']} and {s['adapt_test_cases']} in the pancreas set the adaptation learns from)"
-        if "adapt_cases" in s
-        else ""
-    )
     lines += [
         f"Run folder `{out}`; {'QUICK smoke run: numbers are not meaningful' if s['quick'] else 'full demo run'}; "
         f"seed {s['seed']}; {s['threads']} CPU threads.",
         "",
         "Data: the synthetic phantom collection (`duplus make-phantoms`), "
-        f"{s['cases']} training and {s['test_cases']} held-out cases per dataset{adapt_sizes}, "
+        f"{s['cases']} training and {s['test_cases']} held-out cases per dataset "
+        f"({s['adapt_cases']} and {s['adapt_test_cases']} in the pancreas set the adaptation learns from), "
         f"{s['shape']}^3 voxels over 96 mm; "
         f"prognosis cohort of {s['cohort']} PET/CT patients in the HECKTOR 2022 layout.",
         "",
