@@ -208,7 +208,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--adapter", help="adapter file from `duplus adapt`")
     p.add_argument("--ml", action="store_true", help="one multi-label map per case plus labels.json")
-    p.add_argument("--tta", action="store_true", help="mirroring test-time augmentation")
+    p.add_argument(
+        "--tta",
+        action="store_true",
+        help="mirroring test-time augmentation, over the axes the model was trained to mirror (train config mirror_axes)",
+    )
     p.add_argument("--overlap", type=float, default=0.5, help="sliding-window overlap (default 0.5)")
     p.add_argument("--sw-batch-size", type=int, default=2)
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1")

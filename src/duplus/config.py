@@ -197,6 +197,9 @@ class TrainConfig:
     amp: str = "auto"  # auto (bf16 on CUDA, off on CPU) | bf16 | off
     ema: float | None = None  # e.g. 0.99
     augment: str = "light"  # none | light | medium
+    # random mirroring in training along "ap" (anterior-posterior) and/or "si" (superior-inferior);
+    # never left-right, which would swap left and right organs. `segment --tta` mirrors over these.
+    mirror_axes: list[str] = field(default_factory=list)
     fg_oversample: float = 0.33
     paraphrase_t2: bool = True  # sample one of the target's paraphrases per step
     seed: int = 0

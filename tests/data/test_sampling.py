@@ -245,3 +245,26 @@ def test_spatial_augmentation_moves_positions_with_the_image() -> None:
         moved = np.asarray(out["position"])
         assert not np.allclose(moved, pos.numpy(), atol=1e-3)  # the transform did something
         np.testing.assert_allclose(moved[0], np.asarray(out["image"])[0], atol=1e-5)
+
+
+def test_mirroring_flips_image_label_and_positions_together() -> None:
+    """``mirror_axes`` flips along the named axes only (never left-right), all keys alike."""
+    transform = build_augmentation("none", position=True, mirror_axes=["si"])
+    assert transform is not None and build_augmentation("none", position=True) is None
+    image = torch.arange(float(np.prod(PATCH))).reshape(1, *PATCH)
+    label = (image > image.mean()).float()
+    pos = torch.from_numpy(position_grid(PATCH))
+    outcomes = set()
+    for seed in range(12):
+        transform.set_random_state(seed=seed)
+        out = transform({"image": image.clone(), "label": label.clone(), "position": pos.clone()})
+        img, lab, p = (np.asarray(out[k]) for k in ("image", "label", "position"))
+        flipped = not np.array_equal(img, image.numpy())
+        want = np.flip(image.numpy(), axis=3) if flipped else image.numpy()  # (C, D, H, W): si is axis 2
+        np.testing.assert_array_equal(img, want)
+        np.testing.assert_array_equal(lab, np.flip(label.numpy(), 3) if flipped else label.numpy())
+        np.testing.assert_allclose(p, np.flip(pos.numpy(), 3) if flipped else pos.numpy())
+        outcomes.add(flipped)
+    assert outcomes == {True, False}  # p = 0.5: both happen
+    with pytest.raises(ValueError, match="mirror_axes"):
+        build_augmentation("light", mirror_axes=["lr"])

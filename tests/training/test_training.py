@@ -14,6 +14,7 @@ import pytest
 import torch
 import yaml
 
+from duplus.errors import ConfigError, InputError
 from duplus.training.api import run_training
 from duplus.training.checkpoint import load_checkpoint
 from duplus.training.trainer import LAST, Trainer
@@ -153,7 +154,14 @@ def test_head_position_run_trains_on_patch_positions_and_predicts_with_them(tmp_
 
     model = {"preset": "tiny", "head_position": True}
     cfg = resolve_train_config(
-        write_config(tmp_path / "c.yaml", phantom_root, tmp_path / "cache", iterations=2, model=model)
+        write_config(
+            tmp_path / "c.yaml",
+            phantom_root,
+            tmp_path / "cache",
+            iterations=2,
+            model=model,
+            mirror_axes=["ap", "si"],
+        )
     )
     seen = []
 
@@ -170,6 +178,23 @@ def test_head_position_run_trains_on_patch_positions_and_predicts_with_them(tmp_
     assert predictor.model.head_position and predictor.model.head.in_channels == 11
     vol = load_image(next((phantom_root / "Task01_PhantomAbdomenCT" / "imagesTs").glob("*.nii.gz")))
     plain = predictor.predict(vol, "CT", "abdomen", ["liver", "left kidney"])
+    assert predictor.mirror_axes == ("ap", "si")  # read from the checkpoint's train config
+    assert predictor._tta_flips() == [(), (3,), (4,), (3, 4)]
     mirrored = predictor.predict(vol, "CT", "abdomen", ["liver", "left kidney"], tta=True)
     assert plain.masks.shape == mirrored.masks.shape == (2, *vol.spatial_shape)
     assert not np.allclose(plain.probabilities, mirrored.probabilities)  # TTA ran (and averaged)
+    # a model trained without mirroring refuses TTA, naming its checkpoint
+    predictor.mirror_axes = ()
+    with pytest.raises(InputError, match="checkpoint_last.pt: --tta needs a model trained with mirroring"):
+        predictor.predict(vol, "CT", "abdomen", ["liver"], tta=True)
+
+
+@pytest.mark.parametrize("axes", [["lr"], ["ap", "ap"]])
+def test_mirror_axes_are_validated(tmp_path, phantom_root, axes):
+    from duplus.training.api import resolve_train_config
+
+    path = write_config(tmp_path / "c.yaml", phantom_root, tmp_path / "cache", mirror_axes=axes)
+    with pytest.raises(
+        ConfigError, match=r"c\.yaml: mirror_axes must be distinct names among \['ap', 'si'\]"
+    ):
+        resolve_train_config(path)

@@ -31,25 +31,38 @@ from duplus.models.position import position_grid
 logger = logging.getLogger(__name__)
 
 AUGMENT_LEVELS = ("none", "light", "medium")
+# mirrorable axes of a RAS+ volume, by name: its spatial axis. Left-right (axis 0) is never
+# mirrored: that would swap the left and right organs.
+MIRROR_AXES = {"ap": 1, "si": 2}
 _MAX_LOCATIONS = 10_000  # foreground voxels remembered per case and target
 
 
-def build_augmentation(level: str, position: bool = False) -> Any:
+def build_augmentation(level: str, position: bool = False, mirror_axes: Sequence[str] = ()) -> Any:
     """MONAI dictionary transforms on ``{"image": (C, *P), "label": (1, *P)}`` for ``level``.
 
     ``"light"``: small rotations (up to 10 degrees) and scaling (10 %), intensity scale/shift,
     Gaussian noise. ``"medium"``: larger rotations (20 degrees) and scaling (20 %), plus contrast
-    (gamma) and blur. No flips: mirroring swaps left and right organs. Labels use nearest
-    interpolation. With ``position`` a ``"position"`` key (``(3, *P)`` voxel positions, see
-    :mod:`duplus.models.position`) takes the same spatial transform, trilinear, border-padded, so
-    every voxel keeps the position of the anatomy it shows. Returns ``None`` for ``"none"``.
+    (gamma) and blur. No left-right flips ever: they would swap left and right organs. Labels use nearest
+    interpolation. ``mirror_axes`` (names in :data:`MIRROR_AXES`) adds a random flip (p = 0.5) along
+    each, at any level: a model trained so can be tested with mirroring TTA. With ``position`` a
+    ``"position"`` key (``(3, *P)`` voxel positions, see :mod:`duplus.models.position`) takes the
+    same spatial transforms (trilinear, border-padded; flipped with the image), so every voxel keeps
+    the position of the anatomy it shows. Returns ``None`` for ``"none"`` without mirroring.
     """
     if level not in AUGMENT_LEVELS:
         raise ValueError(f"augment must be one of {AUGMENT_LEVELS}, got {level!r}")
-    if level == "none":
+    unknown = [a for a in mirror_axes if a not in MIRROR_AXES]
+    if unknown:
+        raise ValueError(f"mirror_axes must be among {list(MIRROR_AXES)}, got {unknown}")
+    spatial_keys = ["image", "label"] + (["position"] if position else [])
+    if level == "none" and not mirror_axes:
         return None
+    from monai.transforms import Compose, RandFlipd
+
+    flips = [RandFlipd(keys=spatial_keys, prob=0.5, spatial_axis=MIRROR_AXES[a]) for a in mirror_axes]
+    if level == "none":
+        return Compose(flips)
     from monai.transforms import (
-        Compose,
         RandAdjustContrastd,
         RandAffined,
         RandGaussianNoised,
@@ -60,8 +73,7 @@ def build_augmentation(level: str, position: bool = False) -> Any:
 
     medium = level == "medium"
     angle = 0.35 if medium else 0.17
-    spatial_keys = ["image", "label"] + (["position"] if position else [])
-    transforms: list[Any] = [
+    transforms: list[Any] = flips + [
         RandAffined(
             keys=spatial_keys,
             prob=0.3 if not medium else 0.5,
@@ -167,6 +179,7 @@ class PatchDataset(Dataset):
         fg_oversample: probability that a patch is centred on a random voxel of a random target
             present in the case.
         augment: ``"none"``, ``"light"`` or ``"medium"`` (see :func:`build_augmentation`).
+        mirror_axes: axes of random mirroring (see :func:`build_augmentation`).
         seed: base seed; sample ``i`` of epoch ``e`` depends only on ``(seed, e, i)``.
         max_channels: images are zero-padded to this many channels.
         position: also return each patch's voxel positions in its case volume (for a
@@ -189,6 +202,7 @@ class PatchDataset(Dataset):
         dataset_weights: list[float] | None = None,
         fg_oversample: float = 0.33,
         augment: str = "light",
+        mirror_axes: Sequence[str] = (),
         seed: int = 0,
         max_channels: int = 2,
         position: bool = False,
@@ -227,7 +241,8 @@ class PatchDataset(Dataset):
         self.fg_oversample = float(fg_oversample)
         self.augment = augment
         self.position = bool(position)
-        self._transform = build_augmentation(augment, position=self.position)
+        self.mirror_axes = tuple(mirror_axes)
+        self._transform = build_augmentation(augment, position=self.position, mirror_axes=self.mirror_axes)
         self.seed = int(seed)
         self.max_channels = int(max_channels)
         self.in_memory = bool(in_memory)

@@ -11,6 +11,7 @@ from typing import Any
 import yaml
 
 from duplus.config import TrainConfig, from_dict, load_yaml
+from duplus.data.sampling import MIRROR_AXES
 from duplus.errors import ConfigError, InputError
 from duplus.fileio import check_writable_folder, ensure_distinct_output
 from duplus.paths import resolve_relative
@@ -58,6 +59,10 @@ def validate_train_config(cfg: TrainConfig, where: str) -> None:
         (0.0 <= cfg.val_fraction < 1.0, "val_fraction must be in [0, 1)"),
         (cfg.amp in ("auto", "bf16", "off"), "amp must be auto, bf16 or off"),
         (cfg.augment in ("none", "light", "medium"), "augment must be none, light or medium"),
+        (
+            set(cfg.mirror_axes) <= set(MIRROR_AXES) and len(set(cfg.mirror_axes)) == len(cfg.mirror_axes),
+            f"mirror_axes must be distinct names among {list(MIRROR_AXES)}, got {list(cfg.mirror_axes)}",
+        ),
         (cfg.model.conditioning in ("film", "gate", "none"), "model.conditioning must be film, gate or none"),
         (cfg.model.head_context in ("bottleneck", "none"), "model.head_context must be bottleneck or none"),
         (all(d.weight > 0 for d in cfg.datasets), "dataset weights must be > 0"),

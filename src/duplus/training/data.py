@@ -158,6 +158,7 @@ def build_training_data(
         dataset_weights=weights,
         fg_oversample=cfg.fg_oversample,
         augment=cfg.augment,
+        mirror_axes=cfg.mirror_axes,
         seed=cfg.seed,
         position=cfg.model.head_position,
     )
