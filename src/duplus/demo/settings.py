@@ -1,4 +1,4 @@
-"""Sizes of the demo: the full run (14-16 minutes on 2 idle CPU cores) and the ``--quick`` smoke run."""
+"""Sizes of the demo: the full run (6-7 min on 2 idle AMD EPYC cores, 14-16 on Intel) and the ``--quick`` run."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ class DemoSettings:
     shape: int = 96  # phantom grid (96 mm field of view)
     cohort: int = 160  # patients in the prognosis cohort
     cohort_shape: int = 48
-    iterations: int = 900  # 5-7.5 min of training on 2 idle CPU cores (40^3 patches, 2-3 it/s measured)
+    iterations: int = 900  # 2.3-3 min of training on 2 idle AMD cores, 6-7.5 min on the Intel one
     steps_per_epoch: int = 225
     patch_size: list[int] = field(default_factory=lambda: [40, 40, 40])
     val_every: int = 2
