@@ -47,7 +47,7 @@ def run_demo(
     """Run the whole demo into ``out``; return the path of ``report.md``.
 
     ``iterations`` replaces the run's training steps (900 for the full run, whose validation organ
-    Dice ends at 0.867; on the earlier 8-case data, 1350-1800 steps took it from 0.827 to 0.85).
+    Dice ends at 0.86-0.87; on the earlier 8-case data, 1350-1800 steps took it from 0.827 to 0.85).
     """
     from duplus.demo import steps
     from duplus.reporting.demo_report import write_report
