@@ -29,7 +29,7 @@ def _dataset_cases(text: str) -> tuple[str, int, int | None]:
     parts = counts.split(",")
     if not sep or not name or len(parts) > 2 or not all(p.strip().isdigit() for p in parts):
         raise argparse.ArgumentTypeError(
-            f"expected TASK=TRAIN[,TEST], e.g. Task02_PhantomPancreasCT=36,8; got {text!r}"
+            f"expected TASK=TRAIN[,TEST], e.g. Task02_PhantomPancreasCT=96,24; got {text!r}"
         )
     return name, int(parts[0]), int(parts[1]) if len(parts) == 2 else None
 
@@ -164,7 +164,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         type=_dataset_cases,
         metavar="TASK=TRAIN[,TEST]",
-        help="training (and held-out) cases of one dataset, e.g. Task02_PhantomPancreasCT=36,8; repeatable",
+        help="training (and held-out) cases of one dataset, e.g. Task02_PhantomPancreasCT=96,24; repeatable",
     )
     p.add_argument("--shape", type=int, default=96, help="grid of the isotropic cases (96 -> 1 mm voxels)")
     p.add_argument("--cohort", type=int, default=0, help="patients in the HECKTOR-layout prognosis cohort")

@@ -144,6 +144,7 @@ def adapt_experiment(
         "train": list(s.adapt_train),
         "iterations": s.adapt_iterations,
         "steps_per_epoch": s.adapt_iterations,
+        "lr": s.adapt_lr,
         "val_fraction": s.adapt_val_fraction,
         "val_max_cases": s.adapt_cases,  # every validation case
         "patch_size": list(s.patch_size),

@@ -196,7 +196,8 @@ def _adaptation_section(a: dict, figures: Path) -> list[str]:
             "geometry; the validation Dice above comes from the adaptation's own validation cases.",
             "",
             markdown_table(test[cols].rename(columns={"hd95": "hd95_mm"})),
-            f"Mean Dice over {len(test)} case(s): **{test['dice'].mean():.3f}**.",
+            f"Mean Dice over {len(test)} case(s): **{test['dice'].mean():.3f}** "
+            f"(sd {test['dice'].std(ddof=0):.3f}, {test['dice'].min():.3f}-{test['dice'].max():.3f}).",
             "",
         ]
     name = Path(a.get("test_figure") or "").name  # a file in the run's figures folder
