@@ -1,4 +1,9 @@
-"""Sizes of the demo: the full run (6-7 min on 2 idle AMD EPYC cores, 14-16 on Intel) and the ``--quick`` run."""
+"""Sizes of the demo: the full run and the ``--quick`` run.
+
+The full run took 557 s on 2 idle Intel Xeon cores (the fastest machine we had), 299 s of it the
+1500 adaptation steps; with 600 adaptation steps it took 333 s there, 347 s on 2 AMD EPYC cores and
+928-947 s on the slowest (Intel) machine.
+"""
 
 from __future__ import annotations
 
@@ -28,7 +33,7 @@ class DemoSettings:
     adapt_cases: int = 96
     adapt_test_cases: int = 24
     adapt_val_fraction: float = 0.1  # 10 of the 96 cases validate the adapter, all of them
-    adapt_iterations: int = 1500  # 4.7 min on the fast Intel machine
+    adapt_iterations: int = 1500  # about 5 min on the fast Intel machine
     adapt_lr: float = 0.006
     # task-scoped (the default network_scope): the original targets keep the base network
     adapt_train: list[str] = field(default_factory=lambda: ["text_lora", "head", "backbone_lora"])
