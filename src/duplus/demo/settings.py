@@ -22,7 +22,8 @@ class DemoSettings:
     shape: int = 96  # phantom grid (96 mm field of view)
     cohort: int = 160  # patients in the prognosis cohort
     cohort_shape: int = 48
-    iterations: int = 900  # 2.3-3 min of training on 2 idle AMD cores, 6-7.5 min on the Intel one
+    # 900 steps: 2.3-3 min of training on 2 idle AMD or fast Intel cores, 6-7.5 on the slow Intel ones
+    iterations: int = 900
     steps_per_epoch: int = 225
     patch_size: list[int] = field(default_factory=lambda: [40, 40, 40])
     val_every: int = 2
