@@ -24,6 +24,7 @@ from torch import nn
 from duplus.config import TrainConfig, save_config, to_dict
 from duplus.data.label_space import LabelSpace
 from duplus.data.sampling import target_masks
+from duplus.device import select_device
 from duplus.errors import ConfigError
 from duplus.fileio import write_text_atomic
 from duplus.inference.sliding import predict_volume_logits
@@ -36,13 +37,6 @@ logger = logging.getLogger(__name__)
 
 LAST = "checkpoint_last.pt"
 BEST = "checkpoint_best.pt"
-
-
-def select_device(name: str = "auto") -> torch.device:
-    """``auto`` picks CUDA when available, else the CPU."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
 
 
 def seed_everything(seed: int) -> None:
@@ -85,7 +79,7 @@ class Trainer:
         cfg = self.config
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
-        self.device = select_device(cfg.device)
+        self.device = select_device(cfg.device, option="device")
         self.dist = dist_utils.init_distributed(self.device)
         if self.device.type == "cuda" and self.dist.enabled:
             self.device = torch.device("cuda", self.dist.local_rank)
@@ -261,12 +255,12 @@ class Trainer:
         self.history.append(row)
         if not self.dist.is_main:
             return
-        self._write_metrics_csv()
         score = metrics.get("dice/mean")
         if score is not None and score > self.best_metric:
             self.best_metric = score
             self.save(BEST)
         self.save(LAST)
+        self._write_metrics_csv()  # after the checkpoint: no row for a step that has none
         tb = getattr(self, "tb", None)
         if tb is not None:
             for k, v in metrics.items():
