@@ -29,7 +29,7 @@ from duplus.adapt.router import PromptRouter, task_prompts
 from duplus.adapt.scoped import ScopedDuPLUS
 from duplus.config import TrainConfig, to_dict
 from duplus.data.label_space import LabelSpace
-from duplus.data.preprocess import PreparedDataset
+from duplus.data.prepared import PreparedDataset
 from duplus.errors import CheckpointError, ConfigError
 from duplus.training.trainer import LAST, Trainer
 
@@ -98,7 +98,7 @@ def load_original_validation(
 
     Only the validation cases are kept (nothing is loaded into memory here).
     """
-    from duplus.data.preprocess import load_prepared, prepare_dataset, safe_name
+    from duplus.data.prepared import load_prepared, prepare_dataset, safe_name
     from duplus.data.specs import load_dataset_spec
     from duplus.training.data import split_cases, without_targets
 

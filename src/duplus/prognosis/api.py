@@ -144,7 +144,7 @@ def _features_fingerprint(
 
 
 def hecktor_cases(folder: str | Path, split: str = "training") -> list[tuple[str, list[Path], Path | None]]:
-    from duplus.data.hecktor import read_hecktor_spec
+    from duplus.data.specs.hecktor import read_hecktor_spec
 
     spec = read_hecktor_spec(folder)
     records = spec.training if split == "training" else spec.test
