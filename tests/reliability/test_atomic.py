@@ -22,6 +22,7 @@ import numpy as np
 import pytest
 import torch
 
+from duplus.checkpoint import load_checkpoint, save_checkpoint
 from duplus.config import PreprocessConfig
 from duplus.data.io import load_nifti, save_nifti
 from duplus.data.prepared import load_prepared, prepare_dataset
@@ -34,7 +35,6 @@ from duplus.fileio import (
     write_json_atomic,
     write_text_atomic,
 )
-from duplus.training.checkpoint import load_checkpoint, save_checkpoint
 
 ENOSPC = OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 

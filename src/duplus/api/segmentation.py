@@ -97,8 +97,8 @@ def load_predictor(
         device: ``auto`` (CUDA, then MPS, then CPU), ``cpu``, ``cuda[:N]`` or ``mps``.
         allow_download: let a checkpoint naming a hub text encoder fetch it.
     """
+    from duplus.checkpoint import load_checkpoint
     from duplus.inference.predictor import Predictor
-    from duplus.training.checkpoint import load_checkpoint
 
     if adapter is None and not load_checkpoint(checkpoint).get("prompt_overrides"):
         return Predictor.from_checkpoint(checkpoint, device=device, allow_download=allow_download)

@@ -18,11 +18,11 @@ from typing import Any
 import numpy as np
 import torch
 
+from duplus.checkpoint import load_checkpoint
 from duplus.config import ModelConfig, PreprocessConfig, TextConfig, from_dict
 from duplus.data.io import Volume
 from duplus.data.label_space import LabelSpace, canonical_target, is_known_target, nearest_known_target
 from duplus.errors import CheckpointError, ConfigError, DuplusError, InputError
-from duplus.training.checkpoint import load_checkpoint
 from duplus.vocab import IN_CHANNELS, MODALITY_CHANNELS, modality_index, normalise_modality
 
 logger = logging.getLogger(__name__)

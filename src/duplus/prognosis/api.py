@@ -82,13 +82,13 @@ def compute_cohort_features(
     """
     import torch
 
+    from duplus.checkpoint import load_checkpoint
     from duplus.inference.predictor import Predictor
     from duplus.prognosis.features import (
         extract_image_features,
         load_matching_feature_cache,
         save_feature_cache,
     )
-    from duplus.training.checkpoint import load_checkpoint
     from duplus.vocab import t1_prompt
 
     ckpt = load_checkpoint(checkpoint)

@@ -21,6 +21,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from duplus.checkpoint import capture_rng_state, load_checkpoint, restore_rng_state, save_checkpoint
 from duplus.config import TrainConfig, save_config, to_dict
 from duplus.data.label_space import LabelSpace
 from duplus.data.sampling import target_masks
@@ -30,7 +31,6 @@ from duplus.fileio import write_text_atomic
 from duplus.inference.sliding import predict_volume_logits
 from duplus.losses.segmentation import PartialLabelDiceBCELoss
 from duplus.training import distributed as dist_utils
-from duplus.training.checkpoint import capture_rng_state, load_checkpoint, restore_rng_state, save_checkpoint
 from duplus.training.data import TrainingData, build_training_data
 
 logger = logging.getLogger(__name__)
