@@ -113,7 +113,9 @@ def load_torch_file(
     except pickle.UnpicklingError as exc:
         if "global" in str(exc).lower():  # torch refused a pickled callable or class: code
             raise error(path, "refused: the file carries pickled code or objects, not plain weights") from exc
-        raise error(path, f"not a readable {what} (not a torch file: {str(exc).splitlines()[0][:120]})") from exc
+        raise error(
+            path, f"not a readable {what} (not a torch file: {str(exc).splitlines()[0][:120]})"
+        ) from exc
     except (RuntimeError, zipfile.BadZipFile, EOFError, OSError, ValueError) as exc:
         msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise error(path, f"not a readable {what} ({msg[:200]})") from exc

@@ -92,6 +92,17 @@ class PreparedDataset:
     citation: str = ""
     target_values: dict[str, list[int]] = field(default_factory=dict)
 
+    def identity(self) -> dict[str, Any]:
+        """What a checkpoint records of the dataset: name, modality, region, T1 prompt, label map."""
+        labels = {str(k): v for k, v in self.labels.items()}
+        return {
+            "name": self.name,
+            "modality": self.modality,
+            "region": self.region,
+            "t1": self.t1_prompt,
+            "labels": labels,
+        }
+
     @property
     def targets(self) -> list[str]:
         """Canonical target names, in label-value order."""

@@ -314,7 +314,7 @@ class Predictor:
 
         Raises:
             InputError: ``tta`` with a model trained without mirroring: mirrored copies would be
-                out of its distribution (an adapted pancreas fell from Dice 0.64 to 0.14).
+                out of its distribution.
         """
         from duplus.data.preprocess import preprocess_case
         from duplus.data.resample import resample_to_grid
