@@ -331,9 +331,6 @@ def segment_files(
     """
     from tqdm.auto import tqdm
 
-    from duplus.data.io import save_nifti
-    from duplus.inference.postprocess import write_multilabel, write_per_target
-
     modality, region, cleaned = check_segment_options(
         modality, region, targets, overlap, sw_batch_size, threshold
     )
@@ -358,22 +355,7 @@ def segment_files(
                 tta=tta,
                 threshold=threshold,
             )
-            with folder.staging_folder() as stage:
-                if ml:
-                    write_multilabel(stage, case, pred.targets, pred.masks, pred.affine, pred.prompts)
-                    staged = {
-                        f"{case}.nii.gz": stage / f"{case}.nii.gz",
-                        "labels.json": stage / "labels.json",
-                    }
-                else:
-                    write_per_target(stage / "masks", pred.targets, pred.masks, pred.affine)
-                    staged = {case: stage / "masks"}
-                if save_probabilities:
-                    name = f"{case}{PROBABILITIES_SUFFIX}"
-                    staged[name] = save_nifti(
-                        pred.probabilities.astype(np.float32), pred.affine, stage / name
-                    )
-                written.extend(folder.install(src, folder.root / name) for name, src in staged.items())
+            written += _write_case(folder, case, pred, ml=ml, save_probabilities=save_probabilities)
             logger.info(
                 "%s: %s",
                 case,
@@ -382,3 +364,23 @@ def segment_files(
                 ),
             )
     return written
+
+
+def _write_case(
+    folder: OutputFolder, case: str, pred: Prediction, *, ml: bool, save_probabilities: bool
+) -> list[Path]:
+    """Assemble one case's outputs in a staging folder, then move them into place."""
+    from duplus.data.io import save_nifti
+    from duplus.inference.postprocess import write_multilabel, write_per_target
+
+    with folder.staging_folder() as stage:
+        if ml:
+            write_multilabel(stage, case, pred.targets, pred.masks, pred.affine, pred.prompts)
+            staged = {f"{case}.nii.gz": stage / f"{case}.nii.gz", "labels.json": stage / "labels.json"}
+        else:
+            write_per_target(stage / "masks", pred.targets, pred.masks, pred.affine)
+            staged = {case: stage / "masks"}
+        if save_probabilities:
+            name = f"{case}{PROBABILITIES_SUFFIX}"
+            staged[name] = save_nifti(pred.probabilities.astype(np.float32), pred.affine, stage / name)
+        return [folder.install(src, folder.root / name) for name, src in staged.items()]
