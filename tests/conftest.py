@@ -19,3 +19,13 @@ torch.set_num_threads(int(os.environ.get("DUPLUS_TEST_THREADS", "2")))
 def _seed() -> None:
     torch.manual_seed(0)
     np.random.seed(0)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """``DUPLUS_SKIP_SLOW=1`` skips the tests marked ``slow`` (CI runs them)."""
+    if os.environ.get("DUPLUS_SKIP_SLOW", "0") not in ("1", "true", "yes"):
+        return
+    skip = pytest.mark.skip(reason="DUPLUS_SKIP_SLOW=1")
+    for item in items:
+        if "slow" in item.keywords:
+            item.add_marker(skip)

@@ -206,7 +206,9 @@ def test_no_conditioning_has_no_parameters() -> None:
 def test_model_apply_still_works() -> None:
     """Conditioners must not shadow nn.Module.apply (used by recursive initialisers)."""
     film = FiLM(text_dim=5, block_channels=[3])
-    film.apply(lambda m: None)
+    seen: list[nn.Module] = []
+    assert film.apply(seen.append) is film
+    assert seen[-1] is film and len(seen) == len(list(film.modules()))
 
 
 def test_stems_group_by_modality() -> None:

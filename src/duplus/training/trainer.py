@@ -25,7 +25,7 @@ from duplus.config import TrainConfig, save_config, to_dict
 from duplus.data.label_space import LabelSpace
 from duplus.data.sampling import target_masks
 from duplus.device import select_device
-from duplus.errors import ConfigError
+from duplus.errors import ConfigError, InputError
 from duplus.fileio import write_text_atomic
 from duplus.inference.sliding import predict_volume_logits
 from duplus.losses.segmentation import PartialLabelDiceBCELoss
@@ -42,6 +42,10 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % (2**32))
     torch.manual_seed(seed)
+
+
+PROMPT_CACHE = "prompt_cache.pt"
+"""The frozen encoder's prompt embeddings, written at the end of ``fit`` and read on resume."""
 
 
 class Trainer:
@@ -95,6 +99,11 @@ class Trainer:
         self.label_space = LabelSpace.from_names(t for d in self.data.train_sets for t in d.targets)
 
         self.text_encoder, self.prompt_cache = self.build_text()
+        if self.resume and (self.run_dir / PROMPT_CACHE).is_file():
+            try:  # the embeddings of the interrupted run: a resume encodes nothing again
+                self.prompt_cache.load(self.run_dir / PROMPT_CACHE)
+            except InputError as exc:
+                logger.warning("%s; the prompts are encoded again", exc)
         self.prompt_cache.get(self.data.all_prompts())  # warm-up: every prompt the loop can ask for
         self.encoder_calls_after_warmup = self.text_encoder.forward_count
         self.model = self.build_model().to(self.device)
@@ -318,7 +327,7 @@ class Trainer:
                 self.save(LAST)
         bar.close()
         if self.dist.is_main:
-            self.prompt_cache.save(self.run_dir / "prompt_cache.pt")
+            self.prompt_cache.save(self.run_dir / PROMPT_CACHE)
         dist_utils.barrier(self.dist)
         if self.tb is not None:
             self.tb.close()
