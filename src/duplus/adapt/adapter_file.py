@@ -23,7 +23,6 @@ prompts' embeddings stored as a ``prompt_overrides`` table, the label space exte
 from __future__ import annotations
 
 import copy
-import hashlib
 import logging
 from pathlib import Path
 from typing import Any, cast
@@ -35,6 +34,7 @@ from duplus import __version__
 from duplus.adapt.lora import apply_lora, has_lora, lora_state_dict, merge_lora
 from duplus.adapt.router import PromptRouter
 from duplus.adapt.scoped import ScopedDuPLUS
+from duplus.bundles.archive import file_sha256
 from duplus.errors import CheckpointError
 from duplus.fileio import atomic_path
 
@@ -53,15 +53,6 @@ logger = logging.getLogger(__name__)
 
 ADAPTER_FILE_FORMAT = "duplus-adapter"
 ADAPTER_FILE_VERSION = 1
-
-
-def file_sha256(path: str | Path, chunk: int = 1 << 20) -> str:
-    """Hex SHA-256 of a file, read in chunks."""
-    h = hashlib.sha256()
-    with Path(path).open("rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
 
 
 def lora_entry(module: nn.Module, settings: dict[str, Any]) -> dict[str, Any]:
@@ -89,13 +80,18 @@ def read_adapter_file(path: str | Path) -> dict[str, Any]:
     Raises:
         CheckpointError: missing, unreadable, pickled code, or not a DuPLUS adapter file.
     """
+    from duplus.bundles.archive import is_bundle, read_bundle
+
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(path, "adapter file not found")
-    try:
-        data = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - any unpickling failure means "not our file"
-        raise CheckpointError(path, f"not a readable adapter file ({type(exc).__name__})") from exc
+    if is_bundle(path):  # an adapter bundle (safetensors + JSON), checked against its sha256 sums
+        data: Any = read_bundle(path).payload
+    else:
+        try:
+            data = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as exc:  # noqa: BLE001 - any unpickling failure means "not our file"
+            raise CheckpointError(path, f"not a readable adapter file ({type(exc).__name__})") from exc
     if not isinstance(data, dict) or data.get("format") != ADAPTER_FILE_FORMAT:
         raise CheckpointError(path, "not a DuPLUS adapter file (written by `duplus adapt`)")
     if int(data.get("format_version", 0)) > ADAPTER_FILE_VERSION:
@@ -109,14 +105,17 @@ def check_base_checkpoint(adapter: dict[str, Any], adapter_path: Path, base_chec
     Raises:
         CheckpointError: a different checkpoint (its message names both files).
     """
+    from duplus.bundles.archive import checkpoint_identities
+
     recorded = adapter.get("base_checkpoint", {})
     if base_checkpoint is None:
         logger.warning(
             "%s: base checkpoint not given; cannot verify it is %s", adapter_path, recorded.get("path")
         )
         return
-    actual = file_sha256(base_checkpoint)
-    if actual != recorded.get("sha256"):
+    identities = checkpoint_identities(base_checkpoint)  # a bundle also answers to its source's sha256
+    if recorded.get("sha256") not in identities:
+        actual = file_sha256(base_checkpoint)
         raise CheckpointError(
             adapter_path,
             f"adapter was trained on base checkpoint {recorded.get('path')} (sha256 {str(recorded.get('sha256'))[:12]}), "

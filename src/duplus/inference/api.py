@@ -14,6 +14,7 @@ import numpy as np
 from duplus.data.io import Volume, is_nifti, load_channels, load_image, save_nifti
 from duplus.errors import InputError
 from duplus.fileio import check_writable_folder, ensure_distinct_output, removing_new_folders
+from duplus.inference.clinical import ClinicalOutputs
 
 logger = logging.getLogger(__name__)
 
@@ -32,11 +33,15 @@ def discover_cases(input_path: str | Path) -> dict[str, list[Path]]:
     """Map case names to their image files (channels in order) or to a DICOM series folder.
 
     Accepts a NIfTI file, a folder of NIfTI files (nnU-Net ``CASE_0000.nii.gz``, ``CASE_0001``...
-    are grouped as channels of one case), or a DICOM series folder.
+    are grouped as channels of one case), a DICOM series folder, or a ``.zip`` of a DICOM series.
     """
+    from duplus.data.dicom import is_dicom_input
+
     path = Path(input_path)
     if not path.exists():
         raise InputError(path, "input not found")
+    if path.is_file() and is_dicom_input(path):  # a zip archive of one DICOM series
+        return {path.name[: -len(".zip")]: [path]}
     if path.is_file():
         if not is_nifti(path):
             raise InputError(
@@ -63,8 +68,21 @@ def discover_cases(input_path: str | Path) -> dict[str, list[Path]]:
     return out
 
 
-def load_case_volume(files: list[Path]) -> Volume:
-    return load_image(files[0]) if len(files) == 1 else load_channels(files)
+def load_case_volume(
+    files: list[Path], *, series_uid: str | None = None, allow_uneven: bool = False
+) -> Volume:
+    if len(files) == 1:
+        return load_image(files[0], series_uid=series_uid, allow_uneven=allow_uneven)
+    return load_channels(files)
+
+
+def clinical_outputs(args: argparse.Namespace) -> ClinicalOutputs:
+    """The DICOM-SEG / statistics / preview choices of a ``duplus segment`` call."""
+    return ClinicalOutputs(
+        output_type=getattr(args, "output_type", "nifti"),
+        statistics=bool(getattr(args, "statistics", False)),
+        preview=bool(getattr(args, "preview", False)),
+    )
 
 
 def check_segment_options(args: argparse.Namespace) -> None:
@@ -95,7 +113,14 @@ def check_segment_options(args: argparse.Namespace) -> None:
 
 def planned_outputs(out: Path, case: str, args: argparse.Namespace) -> list[Path]:
     """The paths ``duplus segment`` writes (or replaces) for ``case``."""
-    paths = [out / f"{case}.nii.gz", out / "labels.json"] if args.ml else [out / case]
+    clinical = clinical_outputs(args)
+    if not clinical.writes_nifti_masks:
+        paths = []
+    elif args.ml:
+        paths = [out / f"{case}.nii.gz", out / "labels.json"]
+    else:
+        paths = [out / case]
+    paths += clinical.planned(out, case)
     if args.save_probabilities:
         paths.append(out / f"{case}_probabilities.nii.gz")
     return paths
@@ -126,6 +151,7 @@ def run_segment(args: argparse.Namespace) -> list[Path]:
     """
     from tqdm.auto import tqdm
 
+    from duplus.data.specs import normalise_modality
     from duplus.inference.postprocess import write_multilabel, write_per_target
     from duplus.inference.predictor import Predictor
 
@@ -133,13 +159,19 @@ def run_segment(args: argparse.Namespace) -> list[Path]:
     ensure_distinct_output(out, args.input)
     check_segment_options(args)
     cases = discover_cases(args.input)
+    clinical = clinical_outputs(args)
+    clinical.check(cases, multilabel=args.ml)
     check_outputs_spare_inputs(out, cases, args)
     check_writable_folder(out)
     predictor: Predictor | None = None
     written: list[Path] = []
     with removing_new_folders(out):
         for case, files in tqdm(cases.items(), desc="segment", disable=args.quiet):
-            volume = load_case_volume(files)
+            volume = load_case_volume(
+                files,
+                series_uid=getattr(args, "series_uid", None),
+                allow_uneven=bool(getattr(args, "allow_uneven", False)),
+            )
             if predictor is None:  # after the first image is known to be good
                 predictor = Predictor.from_checkpoint(
                     args.checkpoint, device=args.device, adapter=args.adapter
@@ -157,17 +189,31 @@ def run_segment(args: argparse.Namespace) -> list[Path]:
             out.mkdir(parents=True, exist_ok=True)
             staging = Path(tempfile.mkdtemp(prefix=f".{case}.", dir=out))
             try:
-                if args.ml:
+                final: list[Path] = []
+                if not clinical.writes_nifti_masks:
+                    pass
+                elif args.ml:
                     write_multilabel(staging, case, pred.targets, pred.masks, pred.affine, pred.prompts)
-                    final = [out / f"{case}.nii.gz", out / "labels.json"]
+                    final += [out / f"{case}.nii.gz", out / "labels.json"]
                     (staging / f"{case}.nii.gz").replace(final[0])
                     (staging / "labels.json").replace(final[1])
                 else:
                     write_per_target(staging / "masks", pred.targets, pred.masks, pred.affine)
-                    final = [out / case]
+                    final += [out / case]
                     if final[0].exists():
                         shutil.rmtree(final[0])
                     (staging / "masks").replace(final[0])
+                for extra in clinical.write_case(
+                    staging,
+                    case,
+                    volume,
+                    pred.targets,
+                    pred.masks,
+                    pred.probabilities,
+                    normalise_modality(args.modality, source="--modality"),
+                ):
+                    extra.replace(out / extra.name)
+                    final.append(out / extra.name)
                 if args.save_probabilities:
                     prob_path = out / f"{case}_probabilities.nii.gz"
                     save_nifti(pred.probabilities.astype(np.float32), pred.affine, prob_path)
@@ -182,4 +228,5 @@ def run_segment(args: argparse.Namespace) -> list[Path]:
                     f"{t}={int(m.sum())} voxels" for t, m in zip(pred.targets, pred.masks, strict=True)
                 ),
             )
+        written.extend(clinical.finish(out))
     return written

@@ -136,11 +136,17 @@ class Predictor:
     def from_checkpoint(
         cls, path: str | Path, *, device: str = "auto", adapter: str | Path | None = None
     ) -> Predictor:
-        """Rebuild model, text encoder and preprocessing from a checkpoint alone."""
+        """Rebuild model, text encoder and preprocessing from a checkpoint alone.
+
+        ``path`` is anything :func:`duplus.bundles.store.resolve_checkpoint` takes: a ``.pt``
+        checkpoint, a ``.duplus`` bundle, a run folder or the name of an installed model.
+        """
+        from duplus.bundles.store import resolve_checkpoint
+        from duplus.device import select_device
         from duplus.models.registry import build_model
         from duplus.text.encoder import TextEncoder
-        from duplus.training.trainer import select_device
 
+        path = resolve_checkpoint(path)
         ckpt = load_checkpoint(path)
         try:
             model_cfg = from_dict(ModelConfig, ckpt["model_config"])

@@ -68,15 +68,29 @@ def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> Path:
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Load a DuPLUS checkpoint safely.
+    """Load a DuPLUS checkpoint safely: a ``.pt`` file, or a ``.duplus`` model bundle
+    (:mod:`duplus.bundles.archive`, safetensors + JSON, checked against its sha256 sums).
 
     Raises:
         CheckpointError: missing file, not a torch file, a file carrying pickled code (refused by
-            ``weights_only=True``), or a torch file that is not a DuPLUS checkpoint.
+            ``weights_only=True``), a damaged or modified bundle, an adapter bundle, or a file
+            that is not a DuPLUS checkpoint.
     """
+    from duplus.bundles.archive import is_bundle, read_bundle
+
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(path, "checkpoint not found")
+    if is_bundle(path):
+        bundle = read_bundle(path)
+        if bundle.card.get("kind") == "adapter":
+            raise CheckpointError(
+                path, "is an adapter bundle; pass it as the adapter, and its base model as -c"
+            )
+        data = bundle.payload
+        if map_location != "cpu":
+            data = _to_device(data, map_location)
+        return _check_header(path, data)
     try:
         data = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as exc:
@@ -86,6 +100,20 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     except (RuntimeError, zipfile.BadZipFile, EOFError, OSError, ValueError) as exc:
         msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise CheckpointError(path, f"not a readable checkpoint ({msg[:200]})") from exc
+    return _check_header(path, data)
+
+
+def _to_device(obj: Any, device: str | torch.device) -> Any:
+    if isinstance(obj, torch.Tensor):
+        return obj.to(device)
+    if isinstance(obj, dict):
+        return {k: _to_device(v, device) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_to_device(v, device) for v in obj]
+    return obj
+
+
+def _check_header(path: Path, data: Any) -> dict[str, Any]:
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise CheckpointError(path, "not a DuPLUS checkpoint (missing the duplus-checkpoint header)")
     if int(data.get("format_version", 0)) > FORMAT_VERSION:

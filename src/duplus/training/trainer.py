@@ -24,6 +24,7 @@ from torch import nn
 from duplus.config import TrainConfig, save_config, to_dict
 from duplus.data.label_space import LabelSpace
 from duplus.data.sampling import target_masks
+from duplus.device import select_device
 from duplus.errors import ConfigError
 from duplus.fileio import write_text_atomic
 from duplus.inference.sliding import predict_volume_logits
@@ -36,13 +37,6 @@ logger = logging.getLogger(__name__)
 
 LAST = "checkpoint_last.pt"
 BEST = "checkpoint_best.pt"
-
-
-def select_device(name: str = "auto") -> torch.device:
-    """``auto`` picks CUDA when available, else the CPU."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
 
 
 def seed_everything(seed: int) -> None:
