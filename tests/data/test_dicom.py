@@ -125,6 +125,60 @@ def test_truncated_file_refused_naming_it(tmp_path: Path) -> None:
     assert _one_line(exc).startswith(str(damaged))
 
 
+def test_file_cut_anywhere_refused_naming_it(tmp_path: Path) -> None:
+    """pydicom reads a file cut short without complaint; wherever the cut, the file is refused."""
+    s = write_series(tmp_path / "src", depths=[0.0, 2.5, 5.0, 7.5, 10.0])
+    full = s.files[4].read_bytes()  # the last slice: its loss would leave a regular 4-slice stack
+    for cut in range(0, len(full), len(full) // 12):
+        folder = tmp_path / f"cut{cut}"
+        folder.mkdir()
+        for f in s.files:
+            (folder / f.name).write_bytes(full[:cut] if f == s.files[4] else f.read_bytes())
+        with pytest.raises(InputError) as exc:
+            load_dicom_series(folder)
+        assert _one_line(exc).startswith(str(folder / s.files[4].name)), cut
+
+
+@pytest.mark.parametrize("syntax", [None, "RLELossless"])
+def test_corrupted_bytes_read_or_refused_in_one_line(tmp_path: Path, syntax: str | None) -> None:
+    """Random byte flips: the series is read (a flip inside the pixel values is undetectable:
+    DICOM has no checksum) or refused with one InputError line naming it; nothing else escapes."""
+    import random
+
+    import pydicom.uid
+
+    uid = getattr(pydicom.uid, syntax) if syntax else None
+    s = write_series(tmp_path / "ct", depths=[0.0, 2.5, 5.0], transfer_syntax=uid)
+    full, rng, refused = s.files[1].read_bytes(), random.Random(0), 0
+    for _ in range(60):
+        data = bytearray(full)
+        for _ in range(rng.randint(1, 4)):
+            data[rng.randrange(128, len(data))] = rng.randrange(256)
+        s.files[1].write_bytes(bytes(data))
+        try:
+            load_dicom_series(tmp_path / "ct")
+        except InputError as exc:
+            assert "\n" not in str(exc) and str(exc).startswith(str(tmp_path / "ct"))
+            refused += 1
+    assert refused > 10
+
+
+def test_non_image_objects_passed_over(tmp_path: Path) -> None:
+    from pydicom.dataset import FileDataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+    write_series(tmp_path / "ct", depths=[0.0, 2.5, 5.0])
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.88.11"  # Basic Text SR
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    report = FileDataset("report", {}, file_meta=meta, preamble=b"\0" * 128)
+    report.SOPClassUID, report.SOPInstanceUID = meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID
+    report.Modality, report.SeriesInstanceUID = "SR", generate_uid()
+    report.save_as(str(tmp_path / "ct" / "report"), enforce_file_format=True)
+    assert load_dicom_series(tmp_path / "ct").array.shape[-1] == 3
+
+
 def test_garbage_file_refused_naming_it_but_notes_passed_over(tmp_path: Path) -> None:
     write_series(tmp_path / "junk", depths=[0.0, 2.5, 5.0])
     (tmp_path / "junk" / "notes.txt").write_text("not DICOM")

@@ -39,6 +39,7 @@ from typing import IO, cast
 
 import numpy as np
 from pydicom.dataset import Dataset
+from pydicom.errors import BytesLengthException
 
 from duplus.data.dicom_geometry import StackGeometry, analyse_stack, regrid_stack
 from duplus.data.io import Volume, check_affine
@@ -60,8 +61,11 @@ MAX_ARCHIVE_BYTES = 8 << 30
 
 LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
 
-_READ_ERRORS = (OSError, EOFError, ValueError, TypeError, KeyError, IndexError, OverflowError, struct.error)
-_DECODE_ERRORS = (*_READ_ERRORS, RuntimeError, NotImplementedError, AttributeError)
+_READ_ERRORS = (
+    OSError, EOFError, ValueError, TypeError, KeyError, IndexError, OverflowError, struct.error,
+    BytesLengthException, NotImplementedError, AttributeError, UnicodeError, RuntimeError,
+)  # fmt: skip
+"""What pydicom and the decoders raise on a damaged file; each becomes one InputError naming it."""
 
 
 @dataclass(frozen=True)
@@ -74,8 +78,13 @@ class SeriesInfo:
     images: int
 
     def describe(self) -> str:
-        text = f"{self.uid or '(no SeriesInstanceUID)'} ({self.modality or '?'}, {self.images} images"
-        return text + (f", {self.description!r})" if self.description else ")")
+        text = f"{_printable(self.uid) or '(no SeriesInstanceUID)'} ({_printable(self.modality) or '?'}, {self.images} images"
+        return text + (f", {_printable(self.description)!r})" if self.description else ")")
+
+
+def _printable(text: str) -> str:
+    """``text`` with control characters replaced (a damaged tag must not break the error line)."""
+    return "".join(c if c.isprintable() else "?" for c in text)
 
 
 @dataclass
@@ -157,6 +166,30 @@ def _quiet_codecs() -> Iterator[None]:
             lg.setLevel(level)
 
 
+def _sop_class_names(ds: Dataset) -> list[str]:
+    """The names of the SOP classes the file meta and the dataset give (``""`` for an unknown UID)."""
+    meta = getattr(ds, "file_meta", None)
+    uids = [ds.get("SOPClassUID"), meta.get("MediaStorageSOPClassUID") if meta is not None else None]
+    names = []
+    for uid in uids:
+        if uid:
+            name = str(getattr(uid, "name", ""))
+            names.append("" if name == str(uid) else name)  # pydicom names an unknown UID by itself
+    return names
+
+
+def _kind(ds: Dataset) -> str:
+    """``"image"``, ``"other"`` (a non-image object: DICOMDIR, SR, SEG, RTSTRUCT, ...) or
+    ``"damaged"``: pydicom reads a file cut short without complaint, so an object without pixel
+    data counts as a non-image one only when every SOP class it names is a known non-image class."""
+    if str(ds.get("Modality", "")).upper() in NON_VOLUME_MODALITIES:
+        return "other"
+    if "PixelData" in ds:
+        return "image"
+    names = _sop_class_names(ds)
+    return "other" if names and all(n and "Image Storage" not in n for n in names) else "damaged"
+
+
 def read_dicom_images(path: str | Path) -> list[tuple[Path, Dataset]]:
     """Read every DICOM image in a folder or zip archive (headers and pixel bytes, not decoded).
 
@@ -178,6 +211,8 @@ def read_dicom_images(path: str | Path) -> list[tuple[Path, Dataset]]:
         try:
             with opener() as fh, _quiet_codecs():
                 ds = pydicom.dcmread(fh)
+                for _ in (*ds.file_meta.iterall(), *ds.iterall()):  # parse every value now, so a
+                    pass  # damaged one fails here, naming this file, not later in a tag lookup
         except InvalidDicomError as exc:
             if _is_ignorable(name):
                 passed_over.append(name.name)
@@ -185,7 +220,10 @@ def read_dicom_images(path: str | Path) -> list[tuple[Path, Dataset]]:
             raise InputError(name, f"not a DICOM file ({_first_line(exc)})") from exc
         except _READ_ERRORS as exc:
             raise InputError(name, f"damaged DICOM file ({_first_line(exc)})") from exc
-        if "PixelData" not in ds or str(ds.get("Modality", "")).upper() in NON_VOLUME_MODALITIES:
+        kind = _kind(ds)
+        if kind == "damaged":
+            raise InputError(name, "DICOM image without pixel data: a truncated or damaged file")
+        if kind == "other":
             passed_over.append(name.name)
             continue
         images.append((name, ds))
@@ -216,34 +254,55 @@ def list_dicom_series(path: str | Path) -> list[SeriesInfo]:
 
 
 # ---------------------------------------------------------------------- building the volume
-def _check_slices(datasets: list[tuple[Path, Dataset]]) -> tuple[np.ndarray, tuple[float, float]]:
-    """The shared orientation and pixel spacing; refuse slices that are not one stack's."""
-    first_name, first = datasets[0]
+@dataclass(frozen=True)
+class _SliceGeometry:
+    position: np.ndarray  # (3,) ImagePositionPatient
+    orientation: np.ndarray  # (6,) ImageOrientationPatient
+    spacing: tuple[float, float]  # PixelSpacing (row, column)
+    size: tuple[int, int]  # (Rows, Columns)
+
+
+def _slice_geometry(name: Path, ds: Dataset) -> _SliceGeometry:
+    """One slice's geometry tags as numbers; a missing or unreadable one is refused naming the file."""
+    if int(ds.get("NumberOfFrames", 1) or 1) > 1:
+        raise InputError(name, "multi-frame (enhanced) DICOM is not supported; use single-frame slices")
+    if int(ds.get("SamplesPerPixel", 1) or 1) != 1:
+        raise InputError(name, "colour DICOM image; expected a greyscale CT, MR or PET slice")
     try:
-        orientation = np.asarray(first.ImageOrientationPatient, dtype=np.float64)
-        spacing = (float(first.PixelSpacing[0]), float(first.PixelSpacing[1]))
-    except (AttributeError, ValueError, TypeError, IndexError) as exc:
-        raise InputError(first_name, "lacks ImageOrientationPatient or PixelSpacing") from exc
-    for name, ds in datasets:
-        if int(ds.get("NumberOfFrames", 1) or 1) > 1:
-            raise InputError(name, "multi-frame (enhanced) DICOM is not supported; use single-frame slices")
-        if int(ds.get("SamplesPerPixel", 1)) != 1:
-            raise InputError(name, "colour DICOM image; expected a greyscale CT, MR or PET slice")
-        if (
-            "ImagePositionPatient" not in ds
-            or "ImageOrientationPatient" not in ds
-            or "PixelSpacing" not in ds
-        ):
-            raise InputError(name, "lacks ImagePositionPatient, ImageOrientationPatient or PixelSpacing")
-        if (ds.get("Rows"), ds.get("Columns")) != (first.get("Rows"), first.get("Columns")):
-            raise InputError(name, f"slice size differs from that of {first_name.name}")
-        if not np.allclose(np.asarray(ds.ImageOrientationPatient, dtype=np.float64), orientation, atol=1e-4):
+        geometry = _SliceGeometry(
+            position=np.array([float(v) for v in ds.ImagePositionPatient], dtype=np.float64),
+            orientation=np.array([float(v) for v in ds.ImageOrientationPatient], dtype=np.float64),
+            spacing=(float(ds.PixelSpacing[0]), float(ds.PixelSpacing[1])),
+            size=(int(ds.Rows), int(ds.Columns)),
+        )
+    except (AttributeError, KeyError, ValueError, TypeError, IndexError) as exc:
+        raise InputError(
+            name,
+            f"missing or unreadable geometry (ImagePositionPatient, ImageOrientationPatient, PixelSpacing): {_first_line(exc)}",
+        ) from exc
+    finite = np.isfinite([*geometry.position, *geometry.orientation, *geometry.spacing]).all()
+    if geometry.position.shape != (3,) or geometry.orientation.shape != (6,) or not finite:
+        raise InputError(name, "ImagePositionPatient or ImageOrientationPatient is not 3 or 6 finite numbers")
+    if min(geometry.spacing) <= 0 or min(np.linalg.norm(geometry.orientation.reshape(2, 3), axis=1)) < 0.5:
+        raise InputError(name, "zero pixel spacing or a degenerate ImageOrientationPatient")
+    return geometry
+
+
+def _check_slices(datasets: list[tuple[Path, Dataset]]) -> tuple[np.ndarray, tuple[float, float], np.ndarray]:
+    """The shared orientation, pixel spacing and each slice's position ``(N, 3)``; refuse slices
+    that are not one stack's."""
+    slices = [_slice_geometry(name, ds) for name, ds in datasets]
+    first_name, first = datasets[0][0], slices[0]
+    for (name, _), g in zip(datasets, slices, strict=True):
+        if g.size != first.size:
+            raise InputError(name, f"slice size {g.size} differs from {first.size} of {first_name.name}")
+        if not np.allclose(g.orientation, first.orientation, atol=1e-4):
             raise InputError(name, f"slice orientation differs from that of {first_name.name}")
-        if not np.allclose([float(v) for v in ds.PixelSpacing], spacing, atol=1e-4):
+        if not np.allclose(g.spacing, first.spacing, atol=1e-4):
             raise InputError(name, f"pixel spacing differs from that of {first_name.name}")
     if len(datasets) < 2:
         raise InputError(first_name, "the series has a single slice; expected a 3D volume")
-    return orientation, spacing
+    return first.orientation, first.spacing, np.stack([g.position for g in slices])
 
 
 def _pixels(name: Path, ds: Dataset) -> np.ndarray:
@@ -253,7 +312,7 @@ def _pixels(name: Path, ds: Dataset) -> np.ndarray:
     try:
         with _quiet_codecs():
             values = apply_modality_lut(ds.pixel_array, ds)
-    except _DECODE_ERRORS as exc:
+    except _READ_ERRORS as exc:
         syntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
         what = f"{syntax.name}: " if syntax is not None else ""
         raise InputError(name, f"cannot decode the pixel data ({what}{_first_line(exc)})") from exc
@@ -288,8 +347,7 @@ def _affine(geometry: StackGeometry, orientation: np.ndarray) -> np.ndarray:
 
 
 def _build_volume(path: Path, uid: str, items: list[tuple[Path, Dataset]], allow_uneven: bool) -> Volume:
-    orientation, spacing = _check_slices(items)
-    positions = np.asarray([[float(v) for v in ds.ImagePositionPatient] for _, ds in items])
+    orientation, spacing, positions = _check_slices(items)
     geometry = analyse_stack(orientation, positions, spacing)
     if geometry.problem is not None and not geometry.resamplable:
         raise InputError(path, f"series {uid}: {geometry.problem}")
