@@ -22,6 +22,10 @@ def test_named_devices(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
     assert select_device("cpu") == torch.device("cpu")
-    for name, words in (("cuda", "no CUDA device"), ("mps", "MPS backend"), ("tpu9", "unknown device")):
+    for name, words in (
+        ("cuda", "CUDA is not available"),
+        ("mps", "MPS backend"),
+        ("tpu9", "unknown device"),
+    ):
         with pytest.raises(InputError, match=words):
             select_device(name)

@@ -54,6 +54,8 @@ def cmd_make_phantoms(args: argparse.Namespace) -> int:
         shape=args.shape,
         cohort_cases=args.cohort,
         workers=args.workers,
+        progress=not args.quiet,
+        overwrite=args.overwrite,
     )
     for name, path in out.items():
         print(f"{name}: {path}")
@@ -77,9 +79,9 @@ def cmd_prepare(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from duplus.training.api import run_training
+    from duplus.training.api import train
 
-    metrics = run_training(
+    metrics = train(
         config=args.config,
         out=args.out,
         resume=args.resume,
@@ -95,25 +97,62 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_segment(args: argparse.Namespace) -> int:
-    from duplus.inference.api import run_segment
+    from duplus.api.segmentation import segment_files
 
-    run_segment(args)
+    written = segment_files(
+        args.input,
+        args.output,
+        args.targets,
+        modality=args.modality,
+        region=args.region,
+        checkpoint=args.checkpoint,
+        adapter=args.adapter,
+        ml=args.ml,
+        save_probabilities=args.save_probabilities,
+        overwrite=args.overwrite,
+        device=args.device,
+        overlap=args.overlap,
+        sw_batch_size=args.sw_batch_size,
+        tta=args.tta,
+        threshold=args.threshold,
+        allow_download=args.allow_download,
+        progress=not args.quiet,
+        series_uid=args.series_uid,
+        allow_uneven=args.allow_uneven,
+        output_type=args.output_type,
+        statistics=args.statistics,
+        preview=args.preview,
+    )
+    print(f"{len(written)} output(s) written to {args.output}")
     return 0
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from duplus.metrics.api import run_evaluate
+    from duplus.metrics.api import evaluate, summary_markdown
 
-    run_evaluate(args)
+    df = evaluate(
+        args.pred,
+        args.ref,
+        out=args.out,
+        labels=args.labels,
+        nsd_tolerance_mm=args.nsd_tolerance,
+        overwrite=args.overwrite,
+    )
+    print(summary_markdown(df))
+    print(f"per-case metrics: {Path(args.out) / 'metrics.csv'}")
     return 0
 
 
 def cmd_adapt(args: argparse.Namespace) -> int:
-    from duplus.adapt.api import run_adapt
+    from duplus.adapt.api import adapt_checkpoint
+    from duplus.adapt.report import summary_lines
     from duplus.bundles.store import resolve_checkpoint
 
-    args.checkpoint = str(resolve_checkpoint(args.checkpoint))
-    run_adapt(args)
+    report = adapt_checkpoint(
+        resolve_checkpoint(args.checkpoint), args.config, args.out, merge=args.merge, progress=not args.quiet
+    )
+    for line in summary_lines(report):
+        print(line)
     return 0
 
 
@@ -229,6 +268,9 @@ def build_parser() -> argparse.ArgumentParser:
         default=1,
         help="cases rendered in parallel processes (same files for any number)",
     )
+    p.add_argument(
+        "--overwrite", action="store_true", help="replace dataset folders an earlier make-phantoms wrote"
+    )
 
     p = add(
         "prepare", "resample, normalise and cache datasets once (MSD, nnU-Net, YAML, HECKTOR)", cmd_prepare
@@ -272,9 +314,19 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--overlap", type=float, default=0.5, help="sliding-window overlap (default 0.5)")
     p.add_argument("--sw-batch-size", type=int, default=2)
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1")
+    p.add_argument("--device", default="auto", help="auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:1, mps")
     p.add_argument("--save-probabilities", action="store_true", help="also write float probability maps")
     p.add_argument("--threshold", type=float, default=0.5)
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace outputs an earlier duplus run wrote in OUTPUT (never files duplus did not write)",
+    )
+    p.add_argument(
+        "--allow-download",
+        action="store_true",
+        help="let a checkpoint that names a Hugging Face hub text encoder download it",
+    )
     p.add_argument("--series-uid", help="the DICOM series to read when the input folder holds several")
     p.add_argument(
         "--allow-uneven",
@@ -296,8 +348,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--pred", required=True, help="folder of predictions (per-target masks or --ml maps)")
     p.add_argument("--ref", required=True, help="folder of reference label maps or masks")
     p.add_argument("--labels", help="labels.json / dataset.json naming the reference label values")
-    p.add_argument("--out", help="output folder (default: --pred)")
+    p.add_argument("--out", required=True, help="output folder for metrics.csv and metrics.md")
     p.add_argument("--nsd-tolerance", type=float, default=2.0, help="NSD tolerance in mm")
+    p.add_argument(
+        "--overwrite", action="store_true", help="replace metrics an earlier duplus evaluate wrote"
+    )
 
     p = add("adapt", "parameter-efficient adaptation (frozen backbone, LoRA/head) to a new task", cmd_adapt)
     p.add_argument("-c", "--checkpoint", required=True, help="base model: " + CHECKPOINT_HELP)
@@ -357,26 +412,21 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        datefmt="%H:%M:%S",
+    level = (
+        logging.DEBUG if args.verbose else logging.WARNING if getattr(args, "quiet", False) else logging.INFO
     )
-    for noisy in (
-        "transformers",
-        "httpx",
-        "urllib3",
-        "matplotlib",
-        "PIL",
-        "pydicom",
-        "highdicom",
-        "openjpeg",
-    ):
+    logging.basicConfig(
+        level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S"
+    )
+    logging.getLogger().setLevel(level)
+    for noisy in ("transformers", "httpx", "urllib3", "matplotlib", "PIL", "highdicom", "openjpeg"):
         logging.getLogger(noisy).setLevel(logging.ERROR)
-    if not args.verbose:
-        # nibabel logs (to its own stderr handler) how it "fixes" odd headers; DuPLUS checks
-        # those files itself and reports what matters in its one error line
-        logging.getLogger("nibabel").setLevel(logging.CRITICAL)
+    logging.captureWarnings(False)  # re-installed on each call: main() may run many times in one process
+    logging.captureWarnings(True)  # library warnings (numpy, MONAI, torch) go through logging
+    # nibabel and pydicom log (to their own stderr handlers) how they "fix" odd headers or fail on a
+    # damaged file; DuPLUS checks those files itself and says what matters in one line
+    for noisy in ("nibabel", "pydicom", "py.warnings"):
+        logging.getLogger(noisy).setLevel(logging.NOTSET if args.verbose else logging.CRITICAL)
     try:
         return int(args.func(args))
     except DuplusError as exc:

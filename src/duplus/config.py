@@ -7,6 +7,7 @@ against its declared type. ``save_config`` writes the resolved config into a run
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from dataclasses import asdict, dataclass, field
@@ -54,6 +55,28 @@ class PreprocessConfig:
     crop_foreground: bool = True
     crop_margin_mm: float = 6.0
 
+    def __post_init__(self) -> None:
+        checks = [
+            (
+                len(self.spacing) == 3 and all(s > 0 for s in self.spacing),
+                f"spacing must be 3 positive mm, got {self.spacing}",
+            ),
+            (
+                len(self.ct_window) == 2 and self.ct_window[0] < self.ct_window[1],
+                f"ct_window must be [low, high], got {self.ct_window}",
+            ),
+            (
+                len(self.mri_percentiles) == 2
+                and 0 <= self.mri_percentiles[0] < self.mri_percentiles[1] <= 100,
+                f"mri_percentiles must be [low, high] within [0, 100], got {self.mri_percentiles}",
+            ),
+            (self.pet_suv_max > 0, f"pet_suv_max must be positive, got {self.pet_suv_max}"),
+            (self.crop_margin_mm >= 0, f"crop_margin_mm must be >= 0, got {self.crop_margin_mm}"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ValueError(message)
+
 
 def _check_type(value: Any, tp: Any, where: str) -> Any:
     origin = typing.get_origin(tp)
@@ -89,6 +112,8 @@ def _check_type(value: Any, tp: Any, where: str) -> Any:
     if tp is float:
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise ConfigError(f"{where}: expected a number, got {value!r}")
+        if not math.isfinite(value):
+            raise ConfigError(f"{where}: expected a finite number, got {value!r}")
         return float(value)
     if tp is int:
         if isinstance(value, bool) or not isinstance(value, int):
@@ -140,6 +165,8 @@ def load_yaml(path: str | Path) -> dict:
         raise ConfigError(f"{path}: config file not found")
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not a UTF-8 text file (expected YAML)") from exc
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: invalid YAML ({str(exc).splitlines()[0]})") from exc
     if data is None:
@@ -151,10 +178,7 @@ def load_yaml(path: str | Path) -> dict:
 
 def load_config(cls: type[T], path: str | Path) -> T:
     """Load a YAML file into config dataclass ``cls`` (strict)."""
-    try:
-        return from_dict(cls, load_yaml(path), where=str(path))
-    except ConfigError:
-        raise
+    return from_dict(cls, load_yaml(path), where=str(path))
 
 
 def save_config(obj: Any, path: str | Path) -> None:

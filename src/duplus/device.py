@@ -1,36 +1,44 @@
-"""Choosing the torch device: one small module that training, inference and prognosis all use."""
+"""Which device a command runs on: one place for ``--device`` and the config's ``device``."""
 
 from __future__ import annotations
+
+import re
 
 import torch
 
 from duplus.errors import InputError
 
-
-def mps_available() -> bool:
-    """Whether Apple's Metal (MPS) backend can run here."""
-    mps = getattr(torch.backends, "mps", None)
-    return bool(mps is not None and mps.is_available())
+_DEVICE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
 
 
-def select_device(name: str = "auto") -> torch.device:
-    """``auto`` picks CUDA, then Apple's MPS, then the CPU; any other name is used as given.
+def _mps_available() -> bool:
+    backend = getattr(torch.backends, "mps", None)
+    return bool(backend is not None and backend.is_available())
+
+
+def select_device(name: str = "auto", *, option: str = "--device") -> torch.device:
+    """``auto`` picks CUDA, then Apple's MPS, then the CPU; an explicit name must be available.
+
+    Args:
+        name: ``auto``, ``cpu``, ``mps``, ``cuda`` or ``cuda:N``.
+        option: how the setting is called in errors (``--device``, ``device`` in a YAML).
 
     Raises:
-        InputError: a name torch does not know, or a CUDA/MPS device this machine lacks.
+        InputError: an unknown name, or a device this machine does not have.
     """
-    if name == "auto":
+    text = str(name).strip().lower()
+    if not _DEVICE.match(text):
+        raise InputError(option, f"unknown device {name!r}; expected auto, cpu, cuda, cuda:N or mps")
+    if text == "auto":
         if torch.cuda.is_available():
             return torch.device("cuda")
-        return torch.device("mps") if mps_available() else torch.device("cpu")
-    try:
-        device = torch.device(name)
-    except (RuntimeError, TypeError) as exc:
-        raise InputError("--device", f"unknown device {name!r}; use auto, cpu, cuda, cuda:N or mps") from exc
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise InputError("--device", f"{name}: no CUDA device is available here; use auto or cpu")
-    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
-        raise InputError("--device", f"{name}: this machine has {torch.cuda.device_count()} CUDA device(s)")
-    if device.type == "mps" and not mps_available():
-        raise InputError("--device", f"{name}: Apple's MPS backend is not available here; use auto or cpu")
-    return device
+        return torch.device("mps" if _mps_available() else "cpu")
+    if text.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise InputError(option, f"{name!r}: CUDA is not available on this machine (use cpu or auto)")
+        index = int(text.split(":")[1]) if ":" in text else 0
+        if index >= torch.cuda.device_count():
+            raise InputError(option, f"{name!r}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+    if text == "mps" and not _mps_available():
+        raise InputError(option, "'mps': Apple's MPS backend is not available on this machine")
+    return torch.device(text)

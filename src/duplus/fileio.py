@@ -97,27 +97,6 @@ def check_writable_folder(folder: str | Path) -> None:
         raise InputError(probe, "output folder is not writable")
 
 
-@contextlib.contextmanager
-def removing_new_folders(folder: str | Path) -> Iterator[None]:
-    """On an exception, remove the folders on the way to ``folder`` that did not exist when the
-    block started and are still empty, so a failed command leaves no empty output folders."""
-    new: list[Path] = []
-    probe = Path(folder).absolute()
-    while not probe.exists() and probe.parent != probe:
-        new.append(probe)
-        probe = probe.parent
-    try:
-        yield
-    except BaseException:
-        for d in new:  # deepest first
-            try:
-                d.rmdir()
-            except OSError:  # not empty, or never created
-                if d.exists():
-                    break
-        raise
-
-
 def write_bytes_atomic(path: str | Path, data: bytes) -> None:
     """Write ``data`` to ``path`` atomically."""
     with atomic_path(path) as tmp, open(tmp, "wb") as fh:
@@ -150,22 +129,6 @@ def read_json(path: str | Path) -> Any:
         raise InputError(path, "not a UTF-8 text file") from exc
 
 
-def ensure_distinct_output(output: str | Path, *inputs: str | Path) -> None:
-    """Refuse an output location that could overwrite input data.
-
-    For a folder input the output may be neither that folder nor inside it; for a file input the
-    output may be neither the file nor the folder holding it.
-    """
-    out = Path(output).resolve()
-    for src in inputs:
-        src_p = Path(src).resolve()
-        if src_p.is_dir():
-            if out == src_p or src_p in out.parents:
-                raise InputError(output, f"output must not be the input folder {src} or lie inside it")
-        elif out in (src_p, src_p.parent):
-            raise InputError(output, f"output must differ from the input {src} and its folder")
-
-
 # ---------------------------------------------------------------------- the write rule
 MANIFEST_NAME = ".duplus-manifest.json"
 MANIFEST_FORMAT = "duplus-output-manifest"
@@ -180,10 +143,19 @@ def _inside(path: Path, folder: Path) -> bool:
     return path == folder or folder in path.parents
 
 
+def _folders_holding(path: Path) -> list[OutputFolder]:
+    target = path.absolute()
+    return [
+        f
+        for f in _OPEN_FOLDERS.get()
+        if f.pid == os.getpid() and _inside(target, f.root) and target != f.root
+    ]
+
+
 def _guard_for(path: Path) -> OutputFolder | None:
     """The open output folder that ``path`` may be written in, after checking the write rule;
     ``None`` when no command has an output folder open (library use)."""
-    folders = _OPEN_FOLDERS.get()
+    folders = tuple(f for f in _OPEN_FOLDERS.get() if f.pid == os.getpid())  # not a forked copy
     if not folders:
         return None
     target = path.absolute()
@@ -225,6 +197,7 @@ class OutputFolder:
         name: str = "output folder",
     ) -> None:
         self.root = Path(root).absolute()
+        self.pid = os.getpid()
         self.name = name
         self.replace_owned = replace_owned
         check_not_inside_inputs(root, inputs)
@@ -233,7 +206,11 @@ class OutputFolder:
         self.owned: set[str] = set()
         self.staging: set[str] = set()
         self.created: set[Path] = set()
-        self._new_dirs: list[Path] = []
+        self._new_dirs: list[Path] = []  # the root and its missing parents, when they did not exist
+        probe = self.root
+        while not (probe.exists() or probe.is_symlink()) and probe.parent != probe:
+            self._new_dirs.append(probe)
+            probe = probe.parent
         self._token: contextvars.Token | None = None
         self._read_manifest()
 
@@ -324,7 +301,13 @@ class OutputFolder:
 
     def record(self, *paths: str | Path) -> None:
         """Note files or folders this run wrote (they may be replaced later in this run, and by a
-        later run with ``replace_owned``)."""
+        later run with ``replace_owned``), here and in every open output folder enclosing them."""
+        for path in paths:
+            holders = {id(f): f for f in [self, *_folders_holding(Path(path))]}
+            for folder in holders.values():
+                folder._note(path)
+
+    def _note(self, *paths: str | Path) -> None:
         for path in paths:
             target = Path(path).absolute()
             self.created.add(target)
@@ -333,6 +316,15 @@ class OutputFolder:
                 for sub in target.rglob("*"):
                     self.created.add(sub)
                     self.owned.add(self._rel(sub))
+        self._write_manifest()
+
+    def adopt(self, *paths: str | Path) -> None:
+        """Count existing files inside the folder as duplus's own without writing them: only for
+        files a duplus manifest of this folder already names (caches made before this manifest)."""
+        for path in paths:
+            target = Path(path).absolute()
+            if _inside(target, self.root) and target != self.root and target.is_file():
+                self.owned.add(self._rel(target))
         self._write_manifest()
 
     def mkdir(self, path: str | Path) -> Path:
@@ -347,7 +339,6 @@ class OutputFolder:
             missing.append(probe)
             probe = probe.parent
         target.mkdir(parents=True, exist_ok=True)
-        self._new_dirs.extend(reversed(missing))
         self.created.update(d for d in missing if d != self.root)
         return target
 
@@ -357,7 +348,11 @@ class OutputFolder:
         if not self.owns(target) or (not self.replace_owned and target not in self.created):
             raise InputError(path, "was not written by this duplus run; it is never deleted")
         if target.is_dir() and not target.is_symlink():
-            foreign = [p for p in target.rglob("*") if not self.owns(p)]
+            foreign = [
+                p
+                for p in target.rglob("*")
+                if (p.is_file() or p.is_symlink()) and p.name != MANIFEST_NAME and not self.owns(p)
+            ]
             if foreign:
                 raise InputError(foreign[0], "was not written by duplus; its folder is not replaced")
             shutil.rmtree(target)
@@ -399,6 +394,7 @@ class OutputFolder:
             shutil.rmtree(path, ignore_errors=True)
             self.staging.discard(rel)
             self.created = {c for c in self.created if not _inside(c, path)}
+            self.owned = {o for o in self.owned if o != rel and not o.startswith(rel + "/")}
             self._write_manifest()
 
     def clean_stale_staging(self) -> list[Path]:
@@ -427,12 +423,25 @@ class OutputFolder:
             self._token = None
         if exc_type is None:
             return
-        if self.root in self._new_dirs and not self.owned and not self.staging:
+        if self._new_dirs and not self.owned and not self.staging:
             with contextlib.suppress(OSError):
                 self.manifest_path.unlink()
-        for d in reversed(self._new_dirs):  # deepest first; only empty ones go
+        made = [d for d in self.created if d.is_dir()]
+        if self._new_dirs and self.root.is_dir():
+            made += [d for d in self.root.rglob("*") if d.is_dir() and not d.is_symlink()]
+        for d in sorted(set(made), key=lambda d: -len(d.parts)) + self._new_dirs:  # deepest first
             with contextlib.suppress(OSError):
-                d.rmdir()
+                d.rmdir()  # only empty ones go
+
+
+def remove_output(path: str | Path) -> None:
+    """Delete a file or folder under the write rule of the open output folder holding it."""
+    target = Path(path).absolute()
+    for folder in reversed(_OPEN_FOLDERS.get()):
+        if _inside(target, folder.root) and target != folder.root:
+            folder.remove(target)
+            return
+    raise InputError(path, "is in no output folder of this command; duplus deletes only its own outputs")
 
 
 def check_not_inside_inputs(output: str | Path, inputs: Iterable[str | Path]) -> None:

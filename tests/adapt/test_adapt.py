@@ -20,6 +20,7 @@ import yaml
 from duplus.adapt.api import build_adapt_trainer, run_adaptation
 from duplus.adapt.config import AdaptConfig, resolve_adapt_config
 from duplus.adapt.router import PromptRouter
+from duplus.api.segmentation import load_predictor
 from duplus.errors import CheckpointError, ConfigError
 from duplus.inference.predictor import Predictor
 from duplus.inference.sliding import predict_volume_logits
@@ -39,7 +40,7 @@ def root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def base_ckpt(root: Path) -> Path:
-    from duplus.training.api import run_training
+    from duplus.training.api import train
 
     cfg = {
         "datasets": [{"spec": "ph/Task01_PhantomAbdomenCT/dataset.json"}],
@@ -54,7 +55,7 @@ def base_ckpt(root: Path) -> Path:
         "threads": 2,
     }
     (root / "base.yaml").write_text(yaml.safe_dump(cfg))
-    run_training(config=root / "base.yaml", out=root / "base", progress=False)
+    train(config=root / "base.yaml", out=root / "base", progress=False)
     return root / "base" / "checkpoint_last.pt"
 
 
@@ -180,8 +181,8 @@ def test_adapter_file_and_merged_checkpoint_reproduce_the_adapted_model(
     ds = trainer.data.val_sets[0]
     targets = ["pancreas", "aorta"]
     expected = case_logits(trainer.model, trainer.prompt_cache, ds, ds.cases[0], targets)
-    adapted = Predictor.from_checkpoint(base_ckpt, device="cpu", adapter=trainer.run_dir / "adapter.pt")
-    merged = Predictor.from_checkpoint(trainer.run_dir / "merged.pt", device="cpu")
+    adapted = load_predictor(base_ckpt, adapter=trainer.run_dir / "adapter.pt", device="cpu")
+    merged = load_predictor(trainer.run_dir / "merged.pt", device="cpu")
     assert isinstance(adapted.prompt_cache, PromptRouter)
     assert adapted.label_space is not None and "pancreas" in adapted.label_space
     assert merged.label_space is not None and "pancreas" in merged.label_space
@@ -212,10 +213,10 @@ def test_adapter_refuses_another_base_checkpoint(
     payload["best_metric"] = 0.5
     save_checkpoint(other, payload)
     with pytest.raises(CheckpointError, match="sha256") as err:
-        Predictor.from_checkpoint(other, device="cpu", adapter=adapter)
+        load_predictor(other, adapter=adapter, device="cpu")
     assert str(adapter) in str(err.value) and str(other) in str(err.value)
     with pytest.raises(CheckpointError, match="not a DuPLUS adapter"):
-        Predictor.from_checkpoint(base_ckpt, device="cpu", adapter=base_ckpt)
+        load_predictor(base_ckpt, adapter=base_ckpt, device="cpu")
     base = Predictor.from_checkpoint(base_ckpt, device="cpu")
     with caplog.at_level(logging.WARNING):
         apply_adapter_file(base.model, base.text_encoder, adapter, base_checkpoint=None)
@@ -253,8 +254,8 @@ def test_task_scoped_network_parts_keep_the_original_targets(root: Path, base_ck
     assert not any("lora_" in k for k in merged_ckpt["adapted_model"])
     assert all(torch.equal(v, base.model.state_dict()[k]) for k, v in merged_ckpt["model"].items())
     for pred in (
-        Predictor.from_checkpoint(base_ckpt, device="cpu", adapter=trainer.run_dir / "adapter.pt"),
-        Predictor.from_checkpoint(trainer.run_dir / "merged.pt", device="cpu"),
+        load_predictor(base_ckpt, adapter=trainer.run_dir / "adapter.pt", device="cpu"),
+        load_predictor(trainer.run_dir / "merged.pt", device="cpu"),
     ):
         got = case_logits(pred.model, pred.prompt_cache, ds, ds.cases[0], ["liver", "pancreas"])
         torch.testing.assert_close(got, mixed, rtol=1e-4, atol=1e-4)
@@ -272,7 +273,7 @@ def test_shared_network_parts_replace_the_base_network(root: Path, base_ckpt: Pa
     key = "head.controller_text.weight"
     torch.testing.assert_close(merged_ckpt["model"][key], trainer.model.state_dict()[key])
     ds = trainer.original_sets[0]
-    merged = Predictor.from_checkpoint(trainer.run_dir / "merged.pt", device="cpu")
+    merged = load_predictor(trainer.run_dir / "merged.pt", device="cpu")
     torch.testing.assert_close(
         case_logits(merged.model, merged.prompt_cache, ds, ds.cases[0], ds.targets),
         case_logits(trainer.model, trainer.prompt_cache, ds, ds.cases[0], ds.targets),

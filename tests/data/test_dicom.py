@@ -328,3 +328,13 @@ def test_pet_missing_tags_refused_unless_already_suv(tmp_path: Path) -> None:
     vol = load_dicom_series(tmp_path / "suv")
     assert vol.meta["units"] == "SUVbw"
     np.testing.assert_allclose(vol.array[0, :, :, 1], (s.stored[1] * 0.01).T, rtol=1e-6)
+
+
+def test_voxel_bound_checked_before_decoding(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    write_series(tmp_path / "ct", depths=[0.0, 2.5, 5.0, 10.0])  # 16 x 16 x 4, one slice missing
+    monkeypatch.setenv("DUPLUS_MAX_VOXELS", "1000")
+    with pytest.raises(InputError, match="exceeds the limit of 1,000"):
+        load_dicom_series(tmp_path / "ct")
+    monkeypatch.setenv("DUPLUS_MAX_VOXELS", "1200")  # the 4 slices pass, the 5 resampled ones do not
+    with pytest.raises(InputError, match="resampled to even slices"):
+        load_dicom_series(tmp_path / "ct", allow_uneven=True)

@@ -6,8 +6,8 @@ import pytest
 
 from duplus.data.label_space import canonical_target
 from duplus.data.registry import DATASET_REGISTRY, find_registered, get_registered
-from duplus.data.specs import MODALITIES, t1_prompt
 from duplus.errors import ConfigError
+from duplus.vocab import MODALITIES, t1_prompt
 
 
 @pytest.mark.parametrize("name", list(DATASET_REGISTRY))

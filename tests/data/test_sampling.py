@@ -17,8 +17,8 @@ from duplus.data.sampling import (
     load_case_arrays,
     target_masks,
 )
-from duplus.data.specs import compute_target_values, t1_prompt
-from duplus.models.position import position_grid
+from duplus.data.specs import compute_target_values
+from duplus.vocab import position_grid, t1_prompt
 
 PATCH = (16, 16, 16)
 

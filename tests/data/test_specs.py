@@ -9,13 +9,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from duplus.data.specs import (
-    MODALITIES,
-    compute_target_values,
-    load_dataset_spec,
-    normalise_modality,
-    t1_prompt,
-)
+from duplus.data.specs import compute_target_values, load_dataset_spec
 from duplus.errors import InputError
 
 
@@ -50,37 +44,6 @@ def _msd(root: Path, n: int = 2, **extra: object) -> Path:
     }
     (root / "dataset.json").write_text(json.dumps(meta, indent=2))
     return root / "dataset.json"
-
-
-def test_normalise_modality() -> None:
-    cases = {
-        "ct": "CT",
-        "CT": "CT",
-        "MR": "MRI",
-        "mri": "MRI",
-        "T1": "MRI",
-        "T2": "MRI",
-        "FLAIR": "MRI",
-        "t1w": "MRI",
-        "PT": "PET",
-        "PET": "PET",
-        "PET/CT": "PETCT",
-        "PETCT": "PETCT",
-        "pet-ct": "PETCT",
-    }
-    for raw, want in cases.items():
-        assert normalise_modality(raw) == want
-    with pytest.raises(
-        InputError, match=r"^x\.json: unknown modality 'US'; expected one of CT, MRI, PET, PETCT$"
-    ):
-        normalise_modality("US", "x.json")
-    assert MODALITIES == ("CT", "MRI", "PET", "PETCT")
-
-
-def test_t1_prompt() -> None:
-    assert t1_prompt("ct", "abdomen") == "A CT scan of the abdomen"
-    assert t1_prompt("PETCT", "head and neck") == "A PET/CT scan of the head and neck"
-    assert t1_prompt("T1", "brain") == "A MRI scan of the brain"
 
 
 def test_msd_dataset_json(tmp_path: Path) -> None:

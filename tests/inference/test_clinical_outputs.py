@@ -35,12 +35,12 @@ TARGETS = ["liver", "spleen"]
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The reliability suite's tiny run (2 training steps of the ``tiny`` preset)."""
-    from duplus.training.api import run_training
+    from duplus.training.api import train
 
     root = tmp_path_factory.mktemp("tiny")
     dataset = tiny.write_tiny_dataset(root / "data")
     config = tiny.write_tiny_config(root / "train.yaml", dataset)
-    run_training(config=config, out=root / "run", progress=False, max_steps=tiny.TRAIN_STEPS)
+    train(config=config, out=root / "run", progress=False, max_steps=tiny.TRAIN_STEPS)
     return root / "run" / "checkpoint_last.pt"
 
 

@@ -14,7 +14,7 @@ from duplus.cli import main
 from duplus.data.io import load_nifti, save_nifti
 from duplus.data.phantoms import make_phantom_case, target_mask
 from duplus.inference.predictor import Predictor
-from duplus.training.api import run_training
+from duplus.training.api import train
 
 pytestmark = pytest.mark.slow
 
@@ -43,7 +43,7 @@ def trained(tmp_path_factory) -> Path:
         "threads": 2,
     }
     (root / "c.yaml").write_text(yaml.safe_dump(cfg))
-    run_training(config=root / "c.yaml", out=root / "run", progress=False)
+    train(config=root / "c.yaml", out=root / "run", progress=False)
     return root / "run" / "checkpoint_last.pt"
 
 

@@ -7,7 +7,8 @@ import torch
 
 from duplus.config import ModelConfig
 from duplus.errors import InputError
-from duplus.models import MODALITIES, DuPLUS, build_model, modality_index
+from duplus.models import DuPLUS, build_model
+from duplus.vocab import MODALITIES, modality_index
 
 E = 24  # small fake text dim: these tests do not need a real encoder
 S = 32

@@ -6,8 +6,9 @@ import pytest
 import torch
 
 from duplus.config import ModelConfig
-from duplus.models import build_model, modality_index
-from duplus.text import EmbeddingCache, TextEncoder, t1_prompt, t2_prompts
+from duplus.models import build_model
+from duplus.text import EmbeddingCache, TextEncoder, t2_prompts
+from duplus.vocab import modality_index, t1_prompt
 
 
 @pytest.fixture(scope="module")

@@ -10,8 +10,9 @@ import torch
 
 from duplus.config import ModelConfig
 from duplus.data.phantoms import make_phantom_case
-from duplus.models import build_model, modality_index
-from duplus.text import EmbeddingCache, TextEncoder, t1_prompt
+from duplus.models import build_model
+from duplus.text import EmbeddingCache, TextEncoder
+from duplus.vocab import modality_index, t1_prompt
 
 logger = logging.getLogger(__name__)
 

@@ -7,11 +7,12 @@ import torch
 from torch import nn
 
 from duplus.errors import ConfigError
-from duplus.models import MODALITIES, ChannelGate, DynamicHead, FiLM, ModalityStems, NoConditioning
+from duplus.models import ChannelGate, DynamicHead, FiLM, ModalityStems, NoConditioning
 from duplus.models.blocks import Conv3d, InstanceNorm3d, ResidualBlock, UpSample, build_activation
 from duplus.models.decoder import UNetDecoder
 from duplus.models.encoder import UNetEncoder
 from duplus.models.film import build_conditioner
+from duplus.vocab import MODALITIES
 
 
 @pytest.mark.parametrize(

@@ -128,7 +128,7 @@ def test_mask_shape_mismatch_and_volume() -> None:
 def test_decoder_is_skipped_with_the_same_features() -> None:
     from duplus.config import ModelConfig
     from duplus.models.registry import build_model
-    from duplus.models.stems import modality_index
+    from duplus.vocab import modality_index
 
     model = build_model(ModelConfig(preset="tiny"), text_dim=16).eval()
     decoder_runs: list[int] = []

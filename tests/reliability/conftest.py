@@ -86,12 +86,12 @@ class TrainedRun:
 @pytest.fixture(scope="session")
 def trained_run(tmp_path_factory: pytest.TempPathFactory) -> TrainedRun:
     """A tiny run trained for :data:`TRAIN_STEPS` steps (about 10-20 s on 2 CPU cores)."""
-    from duplus.training.api import run_training
+    from duplus.training.api import train
 
     root = tmp_path_factory.mktemp("trained")
     dataset_json = write_tiny_dataset(root / "data")
     config = write_tiny_config(root / "train.yaml", dataset_json)
     run_dir = root / "run"
-    run_training(config=config, out=run_dir, progress=False, max_steps=TRAIN_STEPS)
+    train(config=config, out=run_dir, progress=False, max_steps=TRAIN_STEPS)
     assert (run_dir / "checkpoint_last.pt").is_file()
     return TrainedRun(dataset_json=dataset_json, config=config, run_dir=run_dir)

@@ -9,7 +9,6 @@ package keeps and check it is detected and rebuilt, or refused with a one-line e
 
 from __future__ import annotations
 
-import argparse
 import errno
 import json
 import os
@@ -29,9 +28,9 @@ from duplus.data.preprocess import load_prepared, prepare_dataset
 from duplus.data.specs import load_dataset_spec
 from duplus.errors import CheckpointError, InputError
 from duplus.fileio import (
+    MANIFEST_NAME,
     atomic_path,
     check_writable_folder,
-    removing_new_folders,
     write_json_atomic,
     write_text_atomic,
 )
@@ -192,25 +191,6 @@ def test_check_writable_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
     assert list(ro.iterdir()) == []
 
 
-def test_removing_new_folders(tmp_path: Path) -> None:
-    (tmp_path / "kept").mkdir()
-    with pytest.raises(RuntimeError), removing_new_folders(tmp_path / "a" / "b" / "c"):
-        (tmp_path / "a" / "b" / "c").mkdir(parents=True)
-        raise RuntimeError
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["kept"]
-    # a folder that received a file is kept, with its parents
-    with pytest.raises(RuntimeError), removing_new_folders(tmp_path / "x" / "y"):
-        (tmp_path / "x" / "y").mkdir(parents=True)
-        (tmp_path / "x" / "y" / "result.txt").write_text("done")
-        raise RuntimeError
-    assert (tmp_path / "x" / "y" / "result.txt").is_file()
-    # an existing folder is never removed
-    with pytest.raises(RuntimeError), removing_new_folders(tmp_path / "kept"):
-        raise RuntimeError
-    assert (tmp_path / "kept").is_dir()
-
-
-# ------------------------------------------------------------------------------ checkpoints
 def test_checkpoint_written_halfway_is_never_seen(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     path = tmp_path / "checkpoint_last.pt"
     _write_checkpoint(path, 1)
@@ -434,28 +414,36 @@ class FakePredictor:
         )
 
 
-def _segment_args(image: Path, out: Path, ml: bool) -> argparse.Namespace:
-    return argparse.Namespace(
-        input=str(image), output=str(out), checkpoint="unused.pt", adapter=None, device="cpu",
-        modality="CT", region="abdomen", targets=["liver", "spleen"], overlap=0.5, sw_batch_size=1,
-        tta=False, threshold=0.5, ml=ml, save_probabilities=False, quiet=True,
+def _segment(image: Path, out: Path, ml: bool, overwrite: bool = False) -> list[Path]:
+    from duplus.api.segmentation import segment_files
+
+    return segment_files(
+        image, out, ["liver", "spleen"], modality="CT", region="abdomen", checkpoint="unused.pt",
+        device="cpu", sw_batch_size=1, ml=ml, overwrite=overwrite, progress=False,
     )  # fmt: skip
+
+
+def _outputs(out: Path) -> dict[str, bytes]:
+    return {
+        p.relative_to(out).as_posix(): p.read_bytes()
+        for p in sorted(out.rglob("*"))
+        if p.is_file() and p.name != MANIFEST_NAME
+    }
 
 
 @pytest.mark.parametrize("ml", [False, True], ids=["per-target", "multi-label"])
 def test_segment_failure_keeps_previous_outputs(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, ml: bool
 ) -> None:
+    import duplus.api.segmentation as seg
     import duplus.inference.postprocess as post
-    from duplus.inference.api import run_segment
-    from duplus.inference.predictor import Predictor
 
-    monkeypatch.setattr(Predictor, "from_checkpoint", classmethod(lambda cls, *a, **k: FakePredictor()))
+    monkeypatch.setattr(seg, "load_predictor", lambda *a, **k: FakePredictor())
     image = tmp_path / "in" / "ct.nii.gz"
     save_nifti(np.zeros((8, 8, 8), np.int16), np.diag([2.0, 2.0, 3.0, 1.0]), image)
     out = tmp_path / "out"
-    written = run_segment(_segment_args(image, out, ml))
-    before = {p.relative_to(out).as_posix(): p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file()}
+    written = _segment(image, out, ml)
+    before = _outputs(out)
     assert written and before
     calls = {"n": 0}
     real = post.save_nifti
@@ -468,23 +456,21 @@ def test_segment_failure_keeps_previous_outputs(
 
     monkeypatch.setattr(post, "save_nifti", second_write_fails)
     with pytest.raises(OSError):
-        run_segment(_segment_args(image, out, ml))
-    after = {p.relative_to(out).as_posix(): p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file()}
-    assert after == before  # the previous result is whole, and no staging folder is left
-    assert [p.name for p in out.iterdir() if p.name.startswith(".")] == []
+        _segment(image, out, ml, overwrite=True)
+    assert _outputs(out) == before  # the previous result is whole, and no staging folder is left
+    assert [p.name for p in out.iterdir() if p.name.startswith(".")] == [MANIFEST_NAME]
 
 
 def test_segment_into_a_new_folder_leaves_nothing_on_failure(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    import duplus.api.segmentation as seg
     import duplus.inference.postprocess as post
-    from duplus.inference.api import run_segment
-    from duplus.inference.predictor import Predictor
 
-    monkeypatch.setattr(Predictor, "from_checkpoint", classmethod(lambda cls, *a, **k: FakePredictor()))
+    monkeypatch.setattr(seg, "load_predictor", lambda *a, **k: FakePredictor())
     monkeypatch.setattr(post, "save_nifti", _full_disk)
     image = tmp_path / "in" / "ct.nii.gz"
     save_nifti(np.zeros((8, 8, 8), np.int16), np.eye(4), image)
     with pytest.raises(OSError):
-        run_segment(_segment_args(image, tmp_path / "new" / "out", ml=False))
+        _segment(image, tmp_path / "new" / "out", ml=False)
     assert not (tmp_path / "new").exists()

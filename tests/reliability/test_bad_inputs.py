@@ -36,6 +36,7 @@ import numpy as np
 import pytest
 
 from duplus.cli import main
+from duplus.fileio import MANIFEST_NAME
 
 SHAPE = (16, 16, 16)
 LABELS = {
@@ -830,7 +831,12 @@ def test_failed_prepare_keeps_the_cases_before_the_bad_one(tmp_path: Path) -> No
     cache_dir = tmp_path / "cache" / "Bad"
     manifest = json.loads((cache_dir / "manifest.json").read_text())
     assert [c["case_id"] for c in manifest["cases"]] == ["c0"]
-    assert sorted(p.name for p in cache_dir.iterdir()) == ["c0_img.npy", "c0_seg.npy", "manifest.json"]
+    assert sorted(p.name for p in cache_dir.iterdir()) == [
+        MANIFEST_NAME,
+        "c0_img.npy",
+        "c0_seg.npy",
+        "manifest.json",
+    ]
     first = (cache_dir / "c0_img.npy").stat().st_mtime_ns
     write_label(ds / "labelsTr" / "c1.nii.gz")
     assert main(argv) == 0
@@ -889,7 +895,7 @@ def test_unexpected_failures_are_one_line_too(
         raise exc
 
     monkeypatch.setattr(cli, "cmd_evaluate", fail)
-    argv = ["evaluate", "--pred", "p", "--ref", "r"]
+    argv = ["evaluate", "--pred", "p", "--ref", "r", "--out", "o"]
     assert main(argv) == rc
     lines = capsys.readouterr().err.splitlines()
     assert len(lines) == 1 and lines[0].startswith(f"duplus: error: {expected}")

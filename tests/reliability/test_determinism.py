@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from duplus.training.api import run_training
+from duplus.training.api import train
 from duplus.training.checkpoint import load_checkpoint
 
 TIMING_COLUMNS = {"seconds"}
@@ -37,7 +37,7 @@ def test_same_seed_same_metrics_and_weights(trained_run: Any, tmp_path: Path) ->
     run_a = trained_run.run_dir
     steps = int(load_checkpoint(run_a / "checkpoint_last.pt")["step"])
     run_b = tmp_path / "run_b"
-    run_training(config=trained_run.config, out=run_b, progress=False, max_steps=steps)
+    train(config=trained_run.config, out=run_b, progress=False, max_steps=steps)
 
     rows_a, rows_b = _metrics(run_a), _metrics(run_b)
     assert rows_a and rows_a == rows_b  # same train_loss, to the last printed digit

@@ -3,6 +3,8 @@ folder and never replaces or deletes what it did not write."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -105,11 +107,16 @@ def test_folder_holding_a_user_file_is_not_replaced(tmp_path: Path) -> None:
 
 
 def test_stale_staging_is_cleaned_on_the_next_run(tmp_path: Path) -> None:
-    folder = OutputFolder(tmp_path)
-    with folder:
-        cm = folder.staging_folder()
-        stage = cm.__enter__()  # a killed run: the staging folder is never closed
-        (stage / "half.nii.gz").write_bytes(b"half")
+    code = (
+        "import os, sys; from duplus.fileio import OutputFolder\n"
+        "f = OutputFolder(sys.argv[1]); f.__enter__(); cm = f.staging_folder(); s = cm.__enter__()\n"
+        "(s / 'half.nii.gz').write_bytes(b'half'); print(s, flush=True); os.kill(os.getpid(), 9)\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True, timeout=120
+    )
+    stage = Path(proc.stdout.strip())
+    assert proc.returncode == -9 and (stage / "half.nii.gz").is_file()
     user_hidden = tmp_path / ".duplus-staging-user"
     user_hidden.mkdir()  # looks like ours, but no manifest names it
     with OutputFolder(tmp_path):

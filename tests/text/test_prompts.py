@@ -10,13 +10,12 @@ import pytest
 from duplus.data.label_space import SYNONYMS
 from duplus.errors import InputError
 from duplus.text.prompts import (
-    MODALITY_WORDS,
     indefinite_article,
     sample_t2_prompt,
     single_prompt_text,
-    t1_prompt,
     t2_prompts,
 )
+from duplus.vocab import MODALITY_WORDS, normalise_modality, t1_prompt
 
 
 @pytest.mark.parametrize(
@@ -29,13 +28,13 @@ from duplus.text.prompts import (
     ],
 )
 def test_t1_template(modality: str, region: str, expected: str) -> None:
-    assert t1_prompt(modality, region) == expected
+    assert t1_prompt(normalise_modality(modality), region) == expected
 
 
 def test_t1_mri_and_unknown_modality() -> None:
-    assert t1_prompt("MR", "brain").endswith(f"{MODALITY_WORDS['MRI']} scan of the brain")
+    assert t1_prompt(normalise_modality("MR"), "brain").endswith(f"{MODALITY_WORDS['MRI']} scan of the brain")
     with pytest.raises(InputError, match="unknown modality"):
-        t1_prompt("ultrasound", "abdomen")
+        normalise_modality("ultrasound")
 
 
 @pytest.mark.parametrize("target", [*SYNONYMS, "some new structure"])

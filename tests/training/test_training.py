@@ -15,7 +15,7 @@ import torch
 import yaml
 
 from duplus.errors import ConfigError, InputError
-from duplus.training.api import run_training
+from duplus.training.api import train
 from duplus.training.checkpoint import load_checkpoint
 from duplus.training.trainer import LAST, Trainer
 
@@ -56,7 +56,7 @@ def write_config(path: Path, root: Path, cache: Path, **overrides) -> Path:
 
 def test_training_writes_a_self_describing_run(tmp_path, phantom_root):
     cfg = write_config(tmp_path / "c.yaml", phantom_root, tmp_path / "cache")
-    metrics = run_training(config=cfg, out=tmp_path / "run", progress=False)
+    metrics = train(config=cfg, out=tmp_path / "run", progress=False)
     run = tmp_path / "run"
     for name in ("config.yaml", "metrics.csv", "checkpoint_last.pt", "checkpoint_best.pt", "prompt_cache.pt"):
         assert (run / name).is_file(), name
@@ -70,7 +70,7 @@ def test_training_writes_a_self_describing_run(tmp_path, phantom_root):
     # torch.load with weights_only=True is what load_checkpoint uses: nothing pickled
     torch.load(run / "checkpoint_best.pt", weights_only=True)
     with pytest.raises(Exception, match="already holds a run"):
-        run_training(config=cfg, out=run, progress=False)
+        train(config=cfg, out=run, progress=False)
 
 
 def test_encoder_forward_count_is_zero_in_steady_state(tmp_path, phantom_root):

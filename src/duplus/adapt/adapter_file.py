@@ -25,7 +25,7 @@ from __future__ import annotations
 import copy
 import logging
 from pathlib import Path
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import torch
 from torch import nn
@@ -37,6 +37,9 @@ from duplus.adapt.scoped import ScopedDuPLUS
 from duplus.bundles.archive import file_sha256
 from duplus.errors import CheckpointError
 from duplus.fileio import atomic_path
+
+if TYPE_CHECKING:
+    from duplus.inference.predictor import Predictor
 
 __all__ = [
     "ADAPTER_FILE_FORMAT",
@@ -244,6 +247,22 @@ def adapt_for_inference(
     return model, router
 
 
+def load_adapted_predictor(
+    checkpoint: str | Path,
+    adapter: str | Path | None = None,
+    *,
+    device: str = "auto",
+    allow_download: bool = False,
+) -> Predictor:
+    """A predictor for a merged adaptation and/or a base checkpoint with an adapter file."""
+    from duplus.inference.predictor import Predictor, load_model_parts
+
+    ckpt, model, encoder = load_model_parts(checkpoint, allow_download=allow_download)
+    model, router = adapt_for_inference(model, encoder, ckpt, Path(checkpoint), adapter)
+    prompts = router if router is not None else encoder
+    return Predictor.from_parts(ckpt, model, prompts, source=checkpoint, device=device)
+
+
 def merge_adapter(base_checkpoint: str | Path, adapter: str | Path, out: str | Path) -> Path:
     """Write a standalone checkpoint: the base with the adapter folded in.
 
@@ -252,14 +271,13 @@ def merge_adapter(base_checkpoint: str | Path, adapter: str | Path, out: str | P
     their layers (same architecture and parameter names as the base). A task-scoped network is
     stored beside the base one as ``adapted_model``; a shared one replaces ``model``. The label
     space and dataset list are extended with the new task. The result loads with
-    :meth:`duplus.inference.predictor.Predictor.from_checkpoint` alone.
+    :func:`duplus.load_predictor` alone.
     """
-    from duplus.inference.predictor import Predictor
     from duplus.training.checkpoint import load_checkpoint, save_checkpoint
 
     base_checkpoint, adapter = Path(base_checkpoint), Path(adapter)
     ckpt = load_checkpoint(base_checkpoint)
-    predictor = Predictor.from_checkpoint(base_checkpoint, device="cpu", adapter=adapter)
+    predictor = load_adapted_predictor(base_checkpoint, adapter, device="cpu")
     data = read_adapter_file(adapter)
     router = predictor.prompt_cache
     assert isinstance(router, PromptRouter)

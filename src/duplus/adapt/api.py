@@ -4,7 +4,6 @@ checkpoints)."""
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import logging
 import os
@@ -17,7 +16,8 @@ from duplus.adapt.config import AdaptConfig, resolve_adapt_config
 from duplus.adapt.report import compute_forgetting, summary_lines, write_report
 from duplus.bundles.archive import checkpoint_identity
 from duplus.config import TrainConfig, from_dict, save_config
-from duplus.errors import CheckpointError, ConfigError, DuplusError
+from duplus.errors import CheckpointError, ConfigError
+from duplus.fileio import OutputFolder
 
 if TYPE_CHECKING:
     from duplus.adapt.trainer import AdaptTrainer
@@ -29,7 +29,6 @@ __all__ = [
     "build_adapt_trainer",
     "merge_adapter",
     "run_adaptation",
-    "run_adapt",
 ]
 
 logger = logging.getLogger(__name__)
@@ -37,17 +36,14 @@ logger = logging.getLogger(__name__)
 MERGED_NAME = "merged.pt"
 
 
-def _cache_dir(cfg: AdaptConfig, base_cfg: TrainConfig, base_path: Path, run_dir: Path) -> str:
-    """Where prepared data lives: the adaptation's ``cache_dir``, the base run's, ``$DUPLUS_CACHE``,
-    the base run's default ``<run>/cache`` when it exists, else ``<adapt run>/cache``."""
+def _cache_dir(cfg: AdaptConfig, run_dir: Path) -> str:
+    """Where prepared data lives: the adaptation config's ``cache_dir``, ``$DUPLUS_CACHE``, else
+    ``<adapt run>/cache``. Never the base run's folder: a command writes only where it is told."""
     if cfg.cache_dir:
         return cfg.cache_dir
-    if base_cfg.cache_dir:
-        return base_cfg.cache_dir
     if os.environ.get("DUPLUS_CACHE"):
         return str(Path(os.environ["DUPLUS_CACHE"]).expanduser())
-    base_default = base_path.absolute().parent / "cache"
-    return str(base_default if base_default.is_dir() else run_dir.absolute() / "cache")
+    return str(run_dir.absolute() / "cache")
 
 
 def build_adapt_trainer(
@@ -74,12 +70,11 @@ def build_adapt_trainer(
             base_path, "is a merged task-scoped adaptation; adapt its base checkpoint instead"
         )
     base_cfg = from_dict(TrainConfig, base["train_config"], where=f"{base_path}: train_config")
-    cache = _cache_dir(cfg, base_cfg, base_path, run_dir)
+    cache = _cache_dir(cfg, run_dir)
     original_cfg = dataclasses.replace(base_cfg, cache_dir=cache) if cfg.eval_original else None
     train_cfg = build_adapt_train_config(
         dataclasses.replace(cfg, cache_dir=cache), base_cfg, list(base["patch_size"])
     )
-    run_dir.mkdir(parents=True, exist_ok=True)
     save_config(cfg, run_dir / "adapt_config.yaml")
     return AdaptTrainer(
         train_cfg,
@@ -163,21 +158,26 @@ def adapt_checkpoint(
     Returns:
         The report (as written to ``adapt_report.json``).
     """
-    trainer = build_adapt_trainer(checkpoint, config, out, progress=progress, max_steps=max_steps)
-    return run_adaptation(trainer, merge=merge)
+    inputs = [checkpoint, *([config] if isinstance(config, str | Path) else [])]
+    with OutputFolder(out, inputs=inputs, name="adaptation folder") as folder:
+        try:
+            trainer = build_adapt_trainer(checkpoint, config, out, progress=progress, max_steps=max_steps)
+            return run_adaptation(trainer, merge=merge)
+        except ValueError as exc:  # peft / LoRA settings that do not fit
+            _discard_partial(folder)
+            raise ConfigError(f"{config}: {exc}") from exc
+        except BaseException:
+            _discard_partial(folder)
+            raise
 
 
-def run_adapt(args: argparse.Namespace) -> None:
-    """``duplus adapt -c CHECKPOINT --config new_task.yaml --out RUN [--merge]``."""
-    try:
-        report = adapt_checkpoint(
-            args.checkpoint,
-            args.config,
-            args.out,
-            merge=bool(args.merge),
-            progress=not getattr(args, "quiet", False),
-        )
-    except ValueError as exc:  # peft / LoRA settings that do not fit
-        raise DuplusError(f"{args.config}: {exc}") from exc
-    for line in summary_lines(report):
-        print(line)
+def _discard_partial(folder: OutputFolder) -> None:
+    """After a failure before the adapter was written, remove the configs this run wrote (prepared
+    cache entries stay: they are complete and reused)."""
+    from duplus.adapt.trainer import ADAPTER_NAME
+
+    if (folder.root / ADAPTER_NAME).exists():
+        return
+    for name in ("adapt_config.yaml", "config.yaml", "metrics.csv"):
+        if folder.owns(folder.root / name) and (folder.root / name).exists():
+            folder.remove(folder.root / name)

@@ -112,6 +112,10 @@ class AdaptConfig:
         return self.text_side_only or self.network_scope == "task"
 
 
+MAX_LORA_RANK = 256
+"""LoRA ranks above this stop being low-rank for every layer DuPLUS adapts (widths <= 512)."""
+
+
 def validate_adapt_config(cfg: AdaptConfig, where: str) -> None:
     """Raise :class:`ConfigError` naming ``where`` for the first invalid setting."""
     unknown = [p for p in cfg.train if p not in ADAPT_PARTS]
@@ -122,7 +126,7 @@ def validate_adapt_config(cfg: AdaptConfig, where: str) -> None:
         (cfg.network_scope in NETWORK_SCOPES, f"network_scope must be one of {', '.join(NETWORK_SCOPES)}"),
         (bool(cfg.train), f"train: choose at least one of {', '.join(ADAPT_PARTS)}"),
         (len(set(cfg.train)) == len(cfg.train), "train: a part is listed twice"),
-        (cfg.lora_r >= 1, "lora_r must be >= 1"),
+        (1 <= cfg.lora_r <= MAX_LORA_RANK, f"lora_r must be in [1, {MAX_LORA_RANK}], got {cfg.lora_r}"),
         (cfg.lora_alpha > 0, "lora_alpha must be > 0"),
         (0.0 <= cfg.lora_dropout < 1.0, "lora_dropout must be in [0, 1)"),
         (cfg.iterations > 0, "iterations must be > 0"),

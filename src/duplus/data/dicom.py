@@ -44,6 +44,7 @@ from pydicom.errors import BytesLengthException
 from duplus.data.dicom_geometry import StackGeometry, analyse_stack, regrid_stack
 from duplus.data.io import Volume, check_affine
 from duplus.errors import InputError
+from duplus.limits import check_voxels
 
 logger = logging.getLogger(__name__)
 
@@ -348,6 +349,8 @@ def _affine(geometry: StackGeometry, orientation: np.ndarray) -> np.ndarray:
 
 def _build_volume(path: Path, uid: str, items: list[tuple[Path, Dataset]], allow_uneven: bool) -> Volume:
     orientation, spacing, positions = _check_slices(items)
+    rows, cols = int(items[0][1].Rows), int(items[0][1].Columns)
+    check_voxels((cols, rows, len(items)), path, f"DICOM series {uid}")  # before decoding anything
     geometry = analyse_stack(orientation, positions, spacing)
     if geometry.problem is not None and not geometry.resamplable:
         raise InputError(path, f"series {uid}: {geometry.problem}")
@@ -356,6 +359,9 @@ def _build_volume(path: Path, uid: str, items: list[tuple[Path, Dataset]], allow
             path,
             f"series {uid}: {geometry.problem}; allow_uneven (--allow-uneven) resamples it onto a regular grid",
         )
+    if geometry.problem is not None:
+        count = round((geometry.depths[-1] - geometry.depths[0]) / geometry.step) + 1
+        check_voxels((cols, rows, count), path, "DICOM series resampled to even slices")
     ordered = [items[i] for i in geometry.order]
     modality = str(ordered[0][1].get("Modality", "")).upper()
     factor, units = _units(modality, [ds for _, ds in ordered], path)

@@ -18,6 +18,7 @@ import numpy as np
 
 from duplus.errors import InputError
 from duplus.fileio import atomic_path
+from duplus.limits import check_voxels
 
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
 
@@ -107,6 +108,7 @@ def load_nifti(path: str | Path, *, is_label: bool = False, allow_channels: bool
         img = nib.load(str(path))
         if not isinstance(img, nib.Nifti1Image | nib.Nifti2Image):
             raise InputError(path, f"not a NIfTI image ({type(img).__name__})")
+        check_voxels(img.shape, path, "image")  # from the header, before decompressing anything
         data = np.asanyarray(img.dataobj)
     except InputError:
         raise
@@ -184,6 +186,32 @@ def load_image(
             path, "unsupported file type; expected .nii, .nii.gz, a DICOM series folder or a .zip of one"
         )
     return load_nifti(path, is_label=is_label)
+
+
+def volume_from_image(image: nib.Nifti1Image | nib.Nifti2Image, source: str | Path | None = None) -> Volume:
+    """An in-memory nibabel image as a :class:`Volume`, validated like a file (3D or 4D as channels,
+    finite voxels, a finite non-singular affine).
+
+    Args:
+        image: a nibabel NIfTI image.
+        source: what to call it in errors (default ``"<nibabel image>"``).
+    """
+    name = source if source is not None else "<nibabel image>"
+    if not isinstance(image, nib.Nifti1Image | nib.Nifti2Image):
+        raise InputError(name, f"expected a nibabel NIfTI image, got {type(image).__name__}")
+    check_voxels(image.shape, name, "image")
+    data = np.asarray(image.dataobj, dtype=np.float32)
+    if data.ndim == 3:
+        data = data[None]
+    elif data.ndim == 4:
+        data = np.moveaxis(data, -1, 0)
+    else:
+        raise InputError(name, f"image is {data.ndim}D with shape {tuple(data.shape)}, expected 3D")
+    affine = np.asarray(image.affine, dtype=np.float64)
+    check_affine(Path(str(name)), affine)
+    if not np.all(np.isfinite(data)):
+        raise InputError(name, "image contains NaN or Inf voxels")
+    return Volume(array=data, affine=affine, path=Path(str(name)))
 
 
 def load_channels(paths: list[Path], channel_order: list[int] | None = None) -> Volume:

@@ -63,9 +63,9 @@ from scipy import ndimage
 
 from duplus.data.io import save_nifti
 from duplus.data.label_space import canonical_target
-from duplus.data.specs import PETCT_CHANNEL_ORDER
 from duplus.errors import ConfigError
-from duplus.fileio import write_json_atomic, write_text_atomic
+from duplus.fileio import OutputFolder, write_json_atomic, write_text_atomic
+from duplus.vocab import PETCT_CHANNEL_ORDER
 
 __all__ = [
     "AFFINE_STYLES",
@@ -1030,6 +1030,7 @@ def make_phantoms(
     cohort_shape: int | Sequence[int] = (64, 64, 64),
     progress: bool = True,
     workers: int = 1,
+    overwrite: bool = False,
 ) -> dict[str, Path]:
     """Write the phantom collection: six MSD-layout datasets and, optionally, a HECKTOR cohort.
 
@@ -1051,11 +1052,12 @@ def make_phantoms(
         cohort_shape: grid of the cohort's PET/CT (64 -> 1.5 mm voxels).
         progress: show a tqdm progress bar.
         workers: cases rendered in parallel processes (the files are the same for any number).
+        overwrite: replace the dataset folders an earlier ``make_phantoms`` wrote in ``out``
+            (without it, an existing one is an error; folders duplus did not write never are).
 
     Returns:
         ``{dataset folder name: path}``, including ``"HECKTOR_Phantom"`` when a cohort is written.
     """
-    from tqdm.auto import tqdm
 
     out = Path(out)
     if cases < 1 or test_cases < 0 or cohort_cases < 0:
@@ -1076,6 +1078,41 @@ def make_phantoms(
         for i in range(sum(sizes[spec.task]))
     ]
     c_shape = tuple(int(v) for v in _triple(cohort_shape, "cohort_shape"))
+    with OutputFolder(out, replace_owned=overwrite) as folder:
+        roots = [out / spec.task for spec in PHANTOM_DATASETS] + (
+            [out / "HECKTOR_Phantom"] if cohort_cases else []
+        )
+        for root in roots:
+            folder.check_new_folder(root)
+        folder.check_write(out / "phantoms.json")
+        for root in roots:
+            if root.exists():
+                folder.remove(root)
+        _write_collection(
+            out, jobs, sizes, seed, cohort_cases, c_shape, index, paths, total, progress, workers
+        )
+        folder.record(*roots)  # workers write in their own processes; the folders are ours
+        write_json_atomic(out / "phantoms.json", index)
+    logger.info("phantom collection written to %s", out)
+    return paths
+
+
+def _write_collection(
+    out: Path,
+    jobs: list[tuple],
+    sizes: dict[str, tuple[int, int]],
+    seed: int,
+    cohort_cases: int,
+    c_shape: tuple[int, ...],
+    index: dict[str, Any],
+    paths: dict[str, Path],
+    total: int,
+    progress: bool,
+    workers: int,
+) -> None:
+    """The cases, ``dataset.json`` files and the cohort of :func:`make_phantoms`."""
+    from tqdm.auto import tqdm
+
     with tqdm(total=total, desc="phantoms", unit="case", disable=not progress) as bar:
         _run_jobs(_write_dataset_case, jobs, workers, bar)
         for spec in PHANTOM_DATASETS:
@@ -1095,9 +1132,6 @@ def make_phantoms(
             index["cohort"] = {"name": "HECKTOR_Phantom", "path": "HECKTOR_Phantom", "patients": cohort_cases}
             index["cohort"]["censored_fraction"] = truth["censored_fraction"]
             index["cohort"]["c_index_true_linear_predictor"] = truth["c_index_true_linear_predictor"]
-    write_json_atomic(out / "phantoms.json", index)
-    logger.info("phantom collection written to %s", out)
-    return paths
 
 
 # ------------------------------------------------------------------------------ survival cohort

@@ -36,24 +36,10 @@ from scipy import ndimage
 from duplus.config import PreprocessConfig, to_dict
 from duplus.data.io import Volume, check_same_grid, load_channels, load_nifti
 from duplus.data.resample import ras_grid_for, resample_to_grid
-from duplus.data.specs import (
-    MODALITIES,
-    PETCT_CHANNEL_ORDER,
-    CaseRecord,
-    DatasetSpec,
-    compute_target_values,
-    normalise_modality,
-    t1_prompt,
-)
+from duplus.data.specs import CaseRecord, DatasetSpec, compute_target_values
 from duplus.errors import InputError
-from duplus.fileio import (
-    atomic_path,
-    check_writable_folder,
-    ensure_distinct_output,
-    read_json,
-    removing_new_folders,
-    write_json_atomic,
-)
+from duplus.fileio import OutputFolder, atomic_path, read_json, write_json_atomic
+from duplus.vocab import MODALITIES, PETCT_CHANNEL_ORDER, normalise_modality, t1_prompt
 
 logger = logging.getLogger(__name__)
 
@@ -250,7 +236,7 @@ def preprocess_case(
     mods = channel_modalities(mod, image.num_channels, image.path)
     if label is not None:
         check_same_grid(image, label)
-    dst_shape, dst_affine = ras_grid_for(image.spatial_shape, image.affine, cfg.spacing)
+    dst_shape, dst_affine = ras_grid_for(image.spatial_shape, image.affine, cfg.spacing, source=image.path)
     resampled = np.stack(
         [
             resample_to_grid(
@@ -429,6 +415,12 @@ def _cache_file_name(name: Any) -> str | None:
     return None
 
 
+def _entry_files(entry: dict) -> list[str]:
+    """The cache files a manifest entry names (only names inside the folder)."""
+    names = [_cache_file_name(entry.get(key)) for key in ("image", "label")]
+    return [n for n in names if n is not None]
+
+
 def _checked_cache_name(name: Any) -> str:
     checked = _cache_file_name(name)
     if checked is None:
@@ -529,22 +521,23 @@ def prepare_dataset(
             reuses them); a failed run leaves no empty folders behind.
     """
     folder = Path(cache_root) / safe_name(spec.name)
-    ensure_distinct_output(folder, spec.root)
-    check_writable_folder(folder)
-    with removing_new_folders(folder):
-        folder.mkdir(parents=True, exist_ok=True)
-        _prepare_into(folder, spec, cfg, progress=progress, include_test=include_test)
+    with OutputFolder(folder, inputs=[spec.root], replace_owned=True, name="cache folder") as out:
+        out.mkdir(folder)
+        _prepare_into(out, spec, cfg, progress=progress, include_test=include_test)
     return folder
 
 
 def _prepare_into(
-    folder: Path, spec: DatasetSpec, cfg: PreprocessConfig, *, progress: bool, include_test: bool
+    out: OutputFolder, spec: DatasetSpec, cfg: PreprocessConfig, *, progress: bool, include_test: bool
 ) -> None:
-    """The body of :func:`prepare_dataset`: (re)build the stale cases of ``folder``."""
+    """The body of :func:`prepare_dataset`: (re)build the stale cases of the cache folder."""
     from tqdm.auto import tqdm
 
+    folder = out.root
     manifest_path = folder / MANIFEST_NAME
     old = _read_old_manifest(manifest_path)
+    if manifest_path.is_file():  # a cache made before duplus kept an output manifest
+        out.adopt(manifest_path, *(folder / n for e in old.values() for n in _entry_files(e)))
     chash = config_hash(cfg, spec.modality, spec.labels)
     work: list[tuple[CaseRecord, str]] = [(c, "training") for c in spec.training]
     if include_test:
@@ -597,10 +590,9 @@ def _prepare_into(
     write_json_atomic(manifest_path, {**header, "cases": list(entries.values())})
     for case_id, prev in old.items():
         if case_id not in entries:
-            for key in ("image", "label"):
-                name = _cache_file_name(prev.get(key))
-                if name is not None:
-                    (folder / name).unlink(missing_ok=True)
+            for name in _entry_files(prev):
+                if (folder / name).exists():
+                    out.remove(folder / name)
     logger.info("%s: %d case(s) cached in %s (%d reused)", spec.name, len(entries), folder, reused)
 
 

@@ -10,10 +10,13 @@ spacing, or the identity) the result is copied by array indexing and is exact.
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+
+from duplus.limits import check_voxels
 
 _EXACT_TOL = 1e-5
 _CHUNK_VOXELS = 4_000_000  # destination voxels per grid_sample call (bounds the float32 grid memory)
@@ -170,6 +173,7 @@ def ras_grid_for(
     shape: tuple[int, int, int] | list[int] | np.ndarray,
     affine: np.ndarray,
     spacing: tuple[float, float, float] | list[float] | np.ndarray,
+    source: str | Path | None = None,
 ) -> tuple[tuple[int, int, int], np.ndarray]:
     """An axis-aligned RAS+ grid of the given spacing covering a volume's voxel centres.
 
@@ -182,6 +186,7 @@ def ras_grid_for(
         shape: ``(3,)`` source spatial shape.
         affine: ``(4, 4)`` source voxel -> world matrix.
         spacing: ``(3,)`` output voxel size in mm.
+        source: the file the volume came from, named when the grid is too large.
 
     Returns:
         ``(dst_shape, dst_affine)`` with ``dst_affine = [[sx,0,0,ox],[0,sy,0,oy],[0,0,sz,oz],[0,0,0,1]]``.
@@ -203,6 +208,7 @@ def ras_grid_for(
     extent = hi - lo
     n = np.array([math.ceil(e / s - 1e-4) + 1 for e, s in zip(extent, sp, strict=True)], dtype=np.int64)
     n = np.maximum(n, 1)
+    check_voxels(n.tolist(), source, f"grid resampled to {tuple(float(x) for x in sp)} mm")
     extra = (n - 1) * sp - extent
     origin = lo - extra / 2.0
     dst_affine = np.eye(4)

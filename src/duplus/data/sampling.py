@@ -25,8 +25,7 @@ import torch
 from torch.utils.data import Dataset
 
 from duplus.data.preprocess import PreparedCase, PreparedDataset
-from duplus.data.specs import MODALITIES
-from duplus.models.position import position_grid
+from duplus.vocab import IN_CHANNELS, MODALITIES, position_grid
 
 logger = logging.getLogger(__name__)
 
@@ -111,7 +110,9 @@ def target_masks(label: np.ndarray, target_values: dict[str, list[int]]) -> np.n
     return np.stack([np.isin(label, vals) for vals in target_values.values()]).astype(np.uint8)
 
 
-def load_case_arrays(entry: PreparedCase, max_channels: int = 2) -> tuple[np.ndarray, np.ndarray | None]:
+def load_case_arrays(
+    entry: PreparedCase, max_channels: int = IN_CHANNELS
+) -> tuple[np.ndarray, np.ndarray | None]:
     """A whole prepared case, for validation.
 
     Args:
@@ -204,7 +205,7 @@ class PatchDataset(Dataset):
         augment: str = "light",
         mirror_axes: Sequence[str] = (),
         seed: int = 0,
-        max_channels: int = 2,
+        max_channels: int = IN_CHANNELS,
         position: bool = False,
         in_memory: bool = True,
     ) -> None:

@@ -38,82 +38,15 @@ from typing import Any
 from duplus.data.label_space import canonical_target, is_known_target
 from duplus.errors import InputError
 from duplus.fileio import read_json
+from duplus.vocab import PETCT_CHANNEL_ORDER, normalise_modality, t1_prompt
 
 logger = logging.getLogger(__name__)
-
-MODALITIES: tuple[str, ...] = ("CT", "MRI", "PET", "PETCT")
-"""The modalities DuPLUS knows; the index into this tuple is the ``modality_index`` of a sample."""
-
-PETCT_CHANNEL_ORDER: tuple[str, str] = ("PET", "CT")
-"""Channel order of ``PETCT`` images everywhere in DuPLUS: channel 0 is PET (SUV), channel 1 CT (HU)."""
-
-MODALITY_WORDS: dict[str, str] = {"CT": "CT", "MRI": "MRI", "PET": "PET", "PETCT": "PET/CT"}
-"""How each modality is written in the T1 prompt."""
-
-_MODALITY_ALIASES: dict[str, str] = {
-    "ct": "CT",
-    "cect": "CT",
-    "ncct": "CT",
-    "computedtomography": "CT",
-    "mr": "MRI",
-    "mri": "MRI",
-    "t1": "MRI",
-    "t1w": "MRI",
-    "t1gd": "MRI",
-    "t1ce": "MRI",
-    "t1c": "MRI",
-    "t2": "MRI",
-    "t2w": "MRI",
-    "flair": "MRI",
-    "adc": "MRI",
-    "dwi": "MRI",
-    "pd": "MRI",
-    "cine": "MRI",
-    "cinemri": "MRI",
-    "magneticresonance": "MRI",
-    "magneticresonanceimaging": "MRI",
-    "pt": "PET",
-    "pet": "PET",
-    "fdgpet": "PET",
-    "suv": "PET",
-    "petct": "PETCT",
-    "ptct": "PETCT",
-    "fdgpetct": "PETCT",
-}
 
 NIFTI_ENDINGS = (".nii.gz", ".nii")
 _CHANNEL_SUFFIX = re.compile(r"^(?P<case>.+)_(?P<channel>\d{4})$")
 
 # files whose presence marks a HECKTOR 2022 folder
 _HECKTOR_CSV = "hecktor2022_clinical_info_training.csv"
-
-
-def normalise_modality(name: str, source: str | Path | None = None) -> str:
-    """Map a modality name as datasets write it to one of :data:`MODALITIES`.
-
-    ``"ct"`` -> ``"CT"``; ``"MR"``, ``"T1"``, ``"T2"``, ``"FLAIR"``, ``"ADC"`` -> ``"MRI"``;
-    ``"PT"``, ``"PET"`` -> ``"PET"``; ``"PET/CT"``, ``"PETCT"`` -> ``"PETCT"``.
-
-    Args:
-        name: the modality as written in a spec, a channel name or a CLI option.
-        source: the file (or option) it came from, named in the error.
-
-    Raises:
-        InputError: the name is not a known modality.
-    """
-    key = re.sub(r"[^a-z0-9]", "", str(name).lower())
-    if key in _MODALITY_ALIASES:
-        return _MODALITY_ALIASES[key]
-    raise InputError(source, f"unknown modality '{name}'; expected one of {', '.join(MODALITIES)}")
-
-
-def t1_prompt(modality: str, region: str) -> str:
-    """The T1 (backbone) prompt of a dataset: ``"A CT scan of the abdomen"``.
-
-    This is the one template; :mod:`duplus.text.prompts` re-exports it.
-    """
-    word = MODALITY_WORDS[normalise_modality(modality)]
-    return f"A {word} scan of the {str(region).strip()}"
 
 
 @dataclass

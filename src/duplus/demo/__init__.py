@@ -12,7 +12,6 @@ Every number in the report is computed by this run.
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from dataclasses import dataclass
@@ -22,6 +21,7 @@ from typing import Any
 import torch
 
 from duplus.demo.settings import DemoSettings
+from duplus.fileio import OutputFolder, write_json_atomic
 
 logger = logging.getLogger(__name__)
 
@@ -49,16 +49,19 @@ def run_demo(
     ``iterations`` replaces the run's training steps (900 for the full run, whose validation organ
     Dice ends at 0.86-0.87; on the earlier 8-case data, 1350-1800 steps took it from 0.827 to 0.85).
     """
-    from duplus.demo import steps
-    from duplus.reporting.demo_report import write_report
-
     settings = DemoSettings.smoke() if quick else DemoSettings.full()
     if iterations is not None:
         settings = settings.with_iterations(iterations)
     settings.seed = seed
     torch.set_num_threads(settings.threads)
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    with OutputFolder(out, replace_owned=True, name="demo folder"):  # a rerun redoes its own outputs
+        return _run_steps(Path(out), settings, progress)
+
+
+def _run_steps(out: Path, settings: DemoSettings, progress: bool) -> Path:
+    from duplus.demo import steps
+    from duplus.reporting.demo_report import write_report
+
     timer = _Timer({})
     results: dict[str, Any] = {"settings": settings.to_dict()}
 
@@ -99,7 +102,7 @@ def run_demo(
         progress,
     )
     results["seconds"] = timer.seconds
-    (out / "results.json").write_text(json.dumps(results, indent=2, default=float))
+    write_json_atomic(out / "results.json", results)
     report = write_report(out, results)
     total = sum(timer.seconds.values())
     logger.info("demo finished in %.0f s", total)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import shutil
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -15,6 +14,7 @@ from duplus.config import TrainConfig, from_dict, load_yaml
 from duplus.data.specs import DatasetSpec, load_dataset_spec
 from duplus.demo.experiments import evaluate_test_set, organ_control, paraphrase_robustness, t1_mismatch
 from duplus.demo.settings import DemoSettings
+from duplus.fileio import remove_output
 from duplus.inference.predictor import Predictor
 
 logger = logging.getLogger(__name__)
@@ -45,6 +45,7 @@ def make_data(root: Path, s: DemoSettings, progress: bool) -> dict[str, Path]:
         cohort_shape=(s.cohort_shape,) * 3,
         progress=progress,
         workers=s.threads,
+        overwrite=True,  # the demo folder is the demo's own
     )
 
 
@@ -136,6 +137,7 @@ def adapt_experiment(
     ckpt: Path, phantoms: dict[str, Path], out: Path, figures: Path, s: DemoSettings, progress: bool
 ) -> dict:
     """Teach the trained model the held-out pancreas with a small adapter; measure forgetting."""
+    from duplus.adapt.adapter_file import load_adapted_predictor
     from duplus.adapt.api import adapt_checkpoint
     from duplus.adapt.config import AdaptConfig
 
@@ -150,14 +152,15 @@ def adapt_experiment(
         "patch_size": list(s.patch_size),
         "seed": s.seed,
         "threads": s.threads,
+        "cache_dir": str((out.parent / "cache").absolute()),  # the demo's own cache, shared with training
     }
     if out.exists():  # the demo's own output from an earlier run: adaptation starts afresh
-        shutil.rmtree(out)
+        remove_output(out)
     report = dict(adapt_checkpoint(ckpt, from_dict(AdaptConfig, config), out, merge=False, progress=progress))
     md = Path(report.get("report_md", out / "adapt_report.md"))
     report["markdown"] = md.read_text().split("\n", 1)[-1] if md.is_file() else ""
     # the held-out test cases, in their own geometry, through the same path as `segment --adapter`
-    adapted = Predictor.from_checkpoint(ckpt, device="cpu", adapter=out / "adapter.pt")
+    adapted = load_adapted_predictor(ckpt, out / "adapter.pt", device="cpu")
     figure = figures / f"adapted_{HELD_OUT}.png"
     report["test"] = evaluate_test_set(
         adapted,

@@ -30,6 +30,7 @@ logger = logging.getLogger(__name__)
 
 OUTPUT_TYPES = ("nifti", "dicom-seg")
 PREVIEW_SUFFIX = "_preview.png"
+SEG_SUFFIX = ".seg.dcm"
 
 
 @dataclass
@@ -53,10 +54,14 @@ class ClinicalOutputs:
     def writes_nifti_masks(self) -> bool:
         return self.output_type == "nifti"
 
-    def planned(self, out: Path, case: str) -> list[Path]:
-        """The files :meth:`write_case` writes for ``case`` (for the output-folder checks)."""
-        paths = [out / f"{case}.seg.dcm"] if self.output_type == "dicom-seg" else []
-        return paths + ([out / f"{case}{PREVIEW_SUFFIX}"] if self.preview else [])
+    def planned_names(self, case: str) -> list[str]:
+        """The files :meth:`write_case` writes for ``case``, relative to the output folder."""
+        names = [f"{case}{SEG_SUFFIX}"] if self.output_type == "dicom-seg" else []
+        return names + ([f"{case}{PREVIEW_SUFFIX}"] if self.preview else [])
+
+    def run_names(self) -> list[str]:
+        """The files :meth:`finish` writes once per run, relative to the output folder."""
+        return [STATISTICS_NAME] if self.statistics else []
 
     def check(self, cases: dict[str, list[Path]], *, multilabel: bool = False) -> None:
         """Refuse options that cannot work for these inputs, before anything heavy runs.
@@ -114,7 +119,12 @@ class ClinicalOutputs:
                 raise InputError(volume.path, "dicom-seg output needs DICOM input")
             written.append(
                 write_dicom_seg(
-                    out / f"{case}.seg.dcm", source, masks, targets, volume.affine, model_name=self.model_name
+                    out / f"{case}{SEG_SUFFIX}",
+                    source,
+                    masks,
+                    targets,
+                    volume.affine,
+                    model_name=self.model_name,
                 )
             )
         if self.preview:

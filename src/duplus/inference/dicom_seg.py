@@ -27,8 +27,6 @@ from duplus.fileio import atomic_path
 
 logger = logging.getLogger(__name__)
 
-SEG_SUFFIX = ".seg.dcm"
-
 _ORGAN, _STRUCTURE, _TISSUE, _ABNORMAL = (
     "Organ",
     "AnatomicalStructure",

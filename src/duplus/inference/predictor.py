@@ -21,8 +21,9 @@ import torch
 from duplus.config import ModelConfig, PreprocessConfig, TextConfig, from_dict
 from duplus.data.io import Volume
 from duplus.data.label_space import LabelSpace, canonical_target, is_known_target, nearest_known_target
-from duplus.errors import CheckpointError, ConfigError, InputError
+from duplus.errors import CheckpointError, ConfigError, DuplusError, InputError
 from duplus.training.checkpoint import load_checkpoint
+from duplus.vocab import IN_CHANNELS, MODALITY_CHANNELS, modality_index, normalise_modality
 
 logger = logging.getLogger(__name__)
 
@@ -48,16 +49,18 @@ class Prediction:
     prompts: dict[str, Any] = field(default_factory=dict)
 
 
-def validate_targets(
-    targets: list[str], label_space: LabelSpace | None = None, *, exact_prompts: bool = False
-) -> list[str]:
-    """Clean target prompts: refuse empty, over-long and duplicate ones; warn on unknown ones.
+def clean_targets(targets: Sequence[str], *, exact_prompts: bool = False) -> list[str]:
+    """Clean target prompts: collapse whitespace; refuse empty, over-long and duplicate ones.
 
     Duplicates are judged by canonical target name ("liver" and "Liver" are the same target),
     or by the exact text when ``exact_prompts`` (paraphrases of one target are then allowed).
+
+    Raises:
+        InputError: naming ``--targets`` and the problem.
     """
-    if not targets:
-        raise InputError("--targets", "no target given")
+    if isinstance(targets, str) or not targets:
+        raise InputError("--targets", "no target given" if not targets else "expected a list of target names")
+    key = (lambda x: x.lower()) if exact_prompts else canonical_target
     cleaned: list[str] = []
     for t in targets:
         text = " ".join(str(t).split())
@@ -67,24 +70,30 @@ def validate_targets(
             raise InputError(
                 "--targets", f"target prompt of {len(text)} characters; at most {MAX_PROMPT_CHARS}"
             )
-        key = (lambda x: x.lower()) if exact_prompts else canonical_target
         if key(text) in [key(c) for c in cleaned]:
             raise InputError("--targets", f"duplicate target {text!r}")
         cleaned.append(text)
-        known = label_space is not None and text in label_space
-        if not known and not is_known_target(text):
+    return cleaned
+
+
+def warn_unfamiliar_targets(targets: Sequence[str], label_space: LabelSpace | None) -> None:
+    """Log once per target that the model was not trained on: free text (with the nearest known
+    name) or a known target outside this model's label space. Targets it was trained on are silent."""
+    for text in targets:
+        if label_space is not None and text in label_space:
+            continue
+        if not is_known_target(text):
             near, score = nearest_known_target(text)
             logger.warning(
-                "target %r is not in the label space; the text encoder reads it as free text (nearest known: %r, %.2f)",
+                "target %r is not a known target name; the text encoder reads it as free text (nearest known: %r, %.2f)",
                 text,
                 near,
                 score,
             )
-        elif label_space is not None and not known:
+        elif label_space is not None:
             logger.warning(
                 "target %r was not among this model's training targets %s", text, label_space.targets
             )
-    return cleaned
 
 
 def _first_detail(exc: BaseException, limit: int = 200) -> str:
@@ -92,6 +101,58 @@ def _first_detail(exc: BaseException, limit: int = 200) -> str:
     lines = [line.strip() for line in str(exc).splitlines() if line.strip()] or [type(exc).__name__]
     line = lines[1] if len(lines) > 1 and lines[0].startswith("Error(s) in loading") else lines[0]
     return line[:limit]
+
+
+def load_model_parts(path: str | Path, *, allow_download: bool = False) -> tuple[dict[str, Any], Any, Any]:
+    """The checkpoint, its network (weights loaded, not adapted) and its text encoder.
+
+    Raises:
+        CheckpointError: not a DuPLUS checkpoint, weights that do not fit the model it describes,
+            NaN weights, an absurd model description, or a hub text encoder not available offline
+            (unless ``allow_download``).
+    """
+    from duplus.models.registry import build_model
+    from duplus.text.encoder import TextEncoder
+
+    ckpt = load_checkpoint(path)
+    try:
+        model_cfg = from_dict(ModelConfig, ckpt["model_config"])
+        text_cfg = from_dict(TextConfig, ckpt["text_config"])
+        from_dict(PreprocessConfig, ckpt["preprocess"])
+        model = build_model(model_cfg, text_dim=int(ckpt["text_dim"]))
+        missing, unexpected = model.load_state_dict(ckpt["model"], strict=False)
+    except KeyError as exc:
+        raise CheckpointError(path, f"incomplete DuPLUS checkpoint: no entry {exc}") from exc
+    except (ConfigError, RuntimeError, TypeError, ValueError) as exc:
+        preset = (ckpt.get("model_config") or {}).get("preset")
+        raise CheckpointError(
+            path, f"weights do not fit the model it describes (preset {preset!r}): {_first_detail(exc)}"
+        ) from exc
+    if missing or unexpected:
+        raise CheckpointError(
+            path,
+            f"weights do not match preset {model_cfg.preset!r}: {len(missing)} missing, {len(unexpected)} unexpected",
+        )
+    try:
+        encoder = TextEncoder(
+            text_cfg.encoder,
+            pooling=text_cfg.pooling,
+            max_length=text_cfg.max_length,
+            allow_download=allow_download,
+        )
+    except DuplusError as exc:
+        raise CheckpointError(path, f"its text encoder {text_cfg.encoder!r} cannot be loaded: {exc}") from exc
+    if encoder.model_id != ckpt["text_encoder_id"]:
+        logger.warning(
+            "checkpoint was trained with text encoder %s, loaded %s",
+            ckpt["text_encoder_id"],
+            encoder.model_id,
+        )
+    if int(ckpt["text_dim"]) != encoder.embed_dim:
+        raise CheckpointError(
+            path, f"text_dim {ckpt['text_dim']} does not match its text encoder's {encoder.embed_dim}"
+        )
+    return ckpt, model, encoder
 
 
 class Predictor:
@@ -134,64 +195,62 @@ class Predictor:
 
     @classmethod
     def from_checkpoint(
-        cls, path: str | Path, *, device: str = "auto", adapter: str | Path | None = None
+        cls, path: str | Path, *, device: str = "auto", allow_download: bool = False
     ) -> Predictor:
         """Rebuild model, text encoder and preprocessing from a checkpoint alone.
 
-        ``path`` is anything :func:`duplus.bundles.store.resolve_checkpoint` takes: a ``.pt``
-        checkpoint, a ``.duplus`` bundle, a run folder or the name of an installed model.
+        A merged adaptation or an adapter file needs the adaptation code: load those with
+        :func:`duplus.load_predictor`.
+
+        Args:
+            path: a DuPLUS checkpoint.
+            device: ``auto``, ``cpu``, ``cuda[:N]`` or ``mps``.
+            allow_download: let a checkpoint that names a Hugging Face hub text encoder fetch it;
+                by default only a local folder or the local cache is read.
         """
-        from duplus.bundles.store import resolve_checkpoint
+        ckpt, model, encoder = load_model_parts(path, allow_download=allow_download)
+        if ckpt.get("prompt_overrides"):
+            raise CheckpointError(path, "is a merged adaptation; load it with duplus.load_predictor")
+        return cls.from_parts(ckpt, model, encoder, source=path, device=device)
+
+    @classmethod
+    def from_parts(
+        cls,
+        ckpt: dict[str, Any],
+        model: torch.nn.Module,
+        prompts: Any,
+        *,
+        source: str | Path,
+        device: str = "auto",
+    ) -> Predictor:
+        """A predictor for ``model`` with the checkpoint's preprocessing and patch size.
+
+        Args:
+            ckpt: the loaded checkpoint.
+            model: the network (a base DuPLUS or an adapted one).
+            prompts: the text encoder, or an adaptation's prompt router (anything with
+                ``get(texts) -> (N, E)`` and ``added_targets`` for a router).
+            source: where the model came from, named in errors.
+            device: where the network runs.
+        """
         from duplus.device import select_device
-        from duplus.models.registry import build_model
         from duplus.text.encoder import TextEncoder
 
-        path = resolve_checkpoint(path)
-        ckpt = load_checkpoint(path)
-        try:
-            model_cfg = from_dict(ModelConfig, ckpt["model_config"])
-            text_cfg = from_dict(TextConfig, ckpt["text_config"])
-            pre_cfg = from_dict(PreprocessConfig, ckpt["preprocess"])
-            model = build_model(model_cfg, text_dim=int(ckpt["text_dim"]))
-            missing, unexpected = model.load_state_dict(ckpt["model"], strict=False)
-        except KeyError as exc:
-            raise CheckpointError(path, f"incomplete DuPLUS checkpoint: no entry {exc}") from exc
-        except (ConfigError, RuntimeError, TypeError, ValueError) as exc:
-            preset = (ckpt.get("model_config") or {}).get("preset")
-            raise CheckpointError(
-                path, f"weights do not fit the model it describes (preset {preset!r}): {_first_detail(exc)}"
-            ) from exc
-        if missing or unexpected:
-            raise CheckpointError(
-                path,
-                f"weights do not match preset {model_cfg.preset!r}: {len(missing)} missing, {len(unexpected)} unexpected",
-            )
-        encoder = TextEncoder(text_cfg.encoder, pooling=text_cfg.pooling, max_length=text_cfg.max_length)
-        if encoder.model_id != ckpt["text_encoder_id"]:
-            logger.warning(
-                "checkpoint was trained with text encoder %s, loaded %s",
-                ckpt["text_encoder_id"],
-                encoder.model_id,
-            )
-        router = None
-        if adapter is not None or ckpt.get("prompt_overrides"):  # an adapter, or a merged adaptation
-            from duplus.adapt.api import adapt_for_inference
-
-            model, router = adapt_for_inference(model, encoder, ckpt, Path(path), adapter)
+        encoder = prompts if isinstance(prompts, TextEncoder) else prompts.encoder
         predictor = cls(
             model,
             encoder,
-            pre_cfg,
+            from_dict(PreprocessConfig, ckpt["preprocess"]),
             ckpt["patch_size"],
             LabelSpace.from_dict(ckpt.get("label_space", {})),
             device=select_device(device),
             mirror_axes=(ckpt.get("train_config") or {}).get("mirror_axes") or (),
-            source=path,
+            source=source,
         )
-        if router is not None:  # adapted prompts first, the frozen encoder's cache for the rest
-            predictor.prompt_cache = router
+        if not isinstance(prompts, TextEncoder):  # adapted prompts first, the frozen cache for the rest
+            predictor.prompt_cache = prompts
             if predictor.label_space is not None:
-                predictor.label_space.extend(router.added_targets)
+                predictor.label_space.extend(prompts.added_targets)
         return predictor
 
     # ------------------------------------------------------------------ prompts
@@ -203,7 +262,8 @@ class Predictor:
         A known target name is prompted by its canonical name (as in training) unless
         ``exact_prompts``; other texts are passed to the text encoder as written.
         """
-        from duplus.text.prompts import t1_prompt, t2_prompts
+        from duplus.text.prompts import t2_prompts
+        from duplus.vocab import t1_prompt
 
         region_text = " ".join(str(region).split())
         if not region_text:
@@ -258,15 +318,14 @@ class Predictor:
         """
         from duplus.data.preprocess import preprocess_case
         from duplus.data.resample import resample_to_grid
-        from duplus.data.specs import normalise_modality
         from duplus.inference.sliding import predict_volume_logits
         from duplus.models.position import volume_positions
-        from duplus.models.stems import MODALITIES
 
         modality = normalise_modality(modality, source="--modality")
         flips = self._tta_flips() if tta else [()]
-        targets = validate_targets(targets, self.label_space, exact_prompts=exact_prompts)
-        n_ch = 2 if modality == "PETCT" else 1
+        targets = clean_targets(targets, exact_prompts=exact_prompts)
+        warn_unfamiliar_targets(targets, self.label_space)
+        n_ch = MODALITY_CHANNELS[modality]
         if volume.num_channels != n_ch:
             raise InputError(
                 volume.path, f"{modality} needs {n_ch} channel(s), the image has {volume.num_channels}"
@@ -276,10 +335,10 @@ class Predictor:
             t1 = self.prompt_cache.get([t1_override]).to(self.device)
             prompts["t1"] = t1_override
         pre = preprocess_case(volume, None, modality, self.preprocess)
-        image = np.zeros((2, *pre.image.shape[1:]), dtype=np.float32)
+        image = np.zeros((IN_CHANNELS, *pre.image.shape[1:]), dtype=np.float32)
         image[: pre.image.shape[0]] = pre.image
         x = torch.from_numpy(image)[None].to(self.device)
-        modality_index = torch.tensor([MODALITIES.index(modality)], device=self.device)
+        index = torch.tensor([modality_index(modality)], device=self.device)
         # a mirrored copy keeps each voxel's true position (positions flip with the image)
         position = (
             volume_positions(x.shape[2:], self.device)
@@ -287,7 +346,7 @@ class Predictor:
             else None
         )
         with torch.no_grad():
-            cond = self.model.condition(modality_index, t1, t2)
+            cond = self.model.condition(index, t1, t2)
             prob = torch.zeros((1, len(targets), *x.shape[2:]), dtype=torch.float32)
             for dims in flips:
                 xi = torch.flip(x, dims) if dims else x

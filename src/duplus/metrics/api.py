@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import logging
 from pathlib import Path
 
@@ -15,7 +14,7 @@ from duplus.data.preprocess import check_label_values
 from duplus.data.sampling import target_masks
 from duplus.data.specs import compute_target_values
 from duplus.errors import InputError
-from duplus.fileio import check_writable_folder, read_json, write_text_atomic
+from duplus.fileio import OutputFolder, read_json, write_text_atomic
 from duplus.metrics.segmentation import compute_case_metrics
 
 logger = logging.getLogger(__name__)
@@ -50,7 +49,12 @@ def load_masks(
     if not folder.is_dir():
         raise InputError(folder, "not a folder")
     maps = sorted(
-        p for p in folder.iterdir() if p.is_file() and is_nifti(p) and not _stem(p).endswith("_probabilities")
+        p
+        for p in folder.iterdir()
+        if p.is_file()
+        and is_nifti(p)
+        and not p.name.startswith(".")
+        and not _stem(p).endswith("_probabilities")
     )
     if maps:
         if labels is None and (folder / "labels.json").is_file():
@@ -64,7 +68,7 @@ def load_masks(
             masks = target_masks(vol.array[0], values)
             cases[_stem(p)] = {t: (masks[k], vol) for k, t in enumerate(values)}
     for sub in sorted(d for d in folder.iterdir() if d.is_dir() and not d.name.startswith(".")):
-        files = sorted(p for p in sub.iterdir() if p.is_file() and is_nifti(p))
+        files = sorted(p for p in sub.iterdir() if p.is_file() and is_nifti(p) and not p.name.startswith("."))
         for p in files:
             vol = load_nifti(p, is_label=True)
             cases.setdefault(sub.name, {})[canonical_target(_stem(p))] = (vol.array[0] > 0, vol)
@@ -110,15 +114,35 @@ def summary_markdown(df: pd.DataFrame) -> str:
     return "\n".join(lines) + "\n"
 
 
-def run_evaluate(args: argparse.Namespace) -> pd.DataFrame:
-    out = Path(args.out or args.pred)
-    if not float(args.nsd_tolerance) > 0:
-        raise InputError("--nsd-tolerance", f"must be positive, got {args.nsd_tolerance}")
-    check_writable_folder(out)
-    df = evaluate_folders(args.pred, args.ref, args.labels, args.nsd_tolerance)
-    write_text_atomic(out / "metrics.csv", df.to_csv(index=False))
-    md = summary_markdown(df)
-    write_text_atomic(out / "metrics.md", md)
-    print(md)
-    print(f"per-case metrics: {out / 'metrics.csv'}")
+def evaluate(
+    pred: str | Path,
+    ref: str | Path,
+    *,
+    out: str | Path,
+    labels: str | Path | None = None,
+    nsd_tolerance_mm: float = 2.0,
+    overwrite: bool = False,
+) -> pd.DataFrame:
+    """Score predictions against references; write ``out/metrics.csv`` and ``out/metrics.md``.
+
+    Args:
+        pred: folder of predictions (per-target folders, or label maps with ``labels.json``).
+        ref: folder of reference label maps or per-target masks.
+        out: output folder (not inside ``pred`` or ``ref``).
+        labels: ``labels.json`` / ``dataset.json`` naming the reference label values.
+        nsd_tolerance_mm: tolerance of the normalised surface Dice.
+        overwrite: replace metrics an earlier ``duplus evaluate`` wrote in ``out``.
+
+    Returns:
+        One row per case and target: ``case, target, dice, hd95, nsd``.
+    """
+    if not float(nsd_tolerance_mm) > 0:
+        raise InputError("--nsd-tolerance", f"must be positive, got {nsd_tolerance_mm}")
+    inputs = [pred, ref, *([labels] if labels else [])]
+    with OutputFolder(out, inputs=inputs, replace_owned=overwrite) as folder:
+        for name in ("metrics.csv", "metrics.md"):
+            folder.check_write(folder.root / name)
+        df = evaluate_folders(pred, ref, labels, nsd_tolerance_mm)
+        write_text_atomic(folder.root / "metrics.csv", df.to_csv(index=False))
+        write_text_atomic(folder.root / "metrics.md", summary_markdown(df))
     return df

@@ -12,11 +12,9 @@ from duplus.models.registry import (
     list_presets,
     register_preset,
 )
-from duplus.models.stems import MODALITIES, MODALITY_CHANNELS, ModalityStems, modality_index
+from duplus.models.stems import ModalityStems
 
 __all__ = [
-    "MODALITIES",
-    "MODALITY_CHANNELS",
     "ChannelGate",
     "Conditioner",
     "DuPLUS",
@@ -32,6 +30,5 @@ __all__ = [
     "count_parameters",
     "get_preset",
     "list_presets",
-    "modality_index",
     "register_preset",
 ]

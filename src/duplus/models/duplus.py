@@ -26,8 +26,9 @@ from duplus.models.decoder import UNetDecoder
 from duplus.models.dynamic_head import DynamicHead
 from duplus.models.encoder import UNetEncoder
 from duplus.models.film import Conditioner
-from duplus.models.position import POSITION_CHANNELS, volume_positions
-from duplus.models.stems import IN_CHANNELS, ModalityStems
+from duplus.models.position import volume_positions
+from duplus.models.stems import ModalityStems
+from duplus.vocab import IN_CHANNELS, POSITION_CHANNELS
 
 
 @dataclass

@@ -3,7 +3,7 @@
 A per-voxel head sees only the decoder's local features, and in a small network those carry little
 of *where* in the body a voxel is. Left/right pairs suffer most: the left and right kidney look
 alike, their prompts embed close together (MiniLM cosine 0.87), and only their side tells them
-apart. With ``model.head_position`` the head's input gains :data:`POSITION_CHANNELS` channels, the
+apart. With ``model.head_position`` the head's input gains :data:`duplus.vocab.POSITION_CHANNELS` channels, the
 voxel's normalised coordinates along the volume's three axes, so a target's generated weights can
 select a side or a level directly.
 
@@ -18,36 +18,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import numpy as np
 import torch
 from torch import Tensor
 
-POSITION_CHANNELS = 3
-
-
-def axis_positions(start: int, length: int, size: int) -> np.ndarray:
-    """Normalised coordinates of voxels ``start .. start + length - 1`` of an axis of ``size`` voxels."""
-    i = np.arange(start, start + length, dtype=np.float32)
-    return (2.0 * i + 1.0) / np.float32(size) - 1.0
-
-
-def position_grid(
-    volume_shape: Sequence[int], start: Sequence[int] | None = None, size: Sequence[int] | None = None
-) -> np.ndarray:
-    """``(3, *size)`` float32 coordinates of the box at ``start`` of a volume of ``volume_shape``.
-
-    Args:
-        volume_shape: the whole preprocessed volume's spatial shape ``(D, H, W)``.
-        start: the box's first voxel (may be negative or run past the volume: padding); default 0.
-        size: the box's shape; default the whole volume.
-    """
-    shape = [int(s) for s in volume_shape]
-    if len(shape) != 3 or min(shape) < 1:
-        raise ValueError(f"volume_shape must be 3 positive sizes, got {volume_shape}")
-    first = [0, 0, 0] if start is None else [int(s) for s in start]
-    extent = shape if size is None else [int(s) for s in size]
-    axes = [axis_positions(a, n, s) for a, n, s in zip(first, extent, shape, strict=True)]
-    return np.stack(np.meshgrid(*axes, indexing="ij")).astype(np.float32, copy=False)
+from duplus.vocab import position_grid
 
 
 def volume_positions(
@@ -57,4 +31,4 @@ def volume_positions(
     return torch.from_numpy(position_grid(spatial_shape))[None].to(device=device, dtype=dtype)
 
 
-__all__ = ["POSITION_CHANNELS", "axis_positions", "position_grid", "volume_positions"]
+__all__ = ["volume_positions"]

@@ -22,16 +22,19 @@ from torch import nn
 
 from duplus.config import ModelConfig
 from duplus.errors import ConfigError
+from duplus.limits import DEFAULT_MAX_PARAMETERS
 from duplus.models.blocks import init_weights
 from duplus.models.decoder import UNetDecoder
 from duplus.models.duplus import DuPLUS
 from duplus.models.dynamic_head import DynamicHead
 from duplus.models.encoder import UNetEncoder
 from duplus.models.film import build_conditioner
-from duplus.models.position import POSITION_CHANNELS
 from duplus.models.stems import ModalityStems
+from duplus.vocab import POSITION_CHANNELS
 
 HEAD_CONTEXTS = ("bottleneck", "none")
+MAX_WIDTH = 4096
+MAX_TEXT_DIM = 16384
 
 
 @dataclass(frozen=True)
@@ -105,6 +108,32 @@ def get_preset(name: str) -> ModelPreset:
         ) from None
 
 
+def estimate_parameters(preset: ModelPreset) -> int:
+    """Roughly the backbone's parameter count (3^3 convolutions of each stage), from the widths alone,
+    so an absurd description is refused before anything is allocated."""
+    blocks = 2 * (preset.encoder_blocks + preset.decoder_blocks) + 2
+    return sum(27 * f * f * blocks for f in preset.features)
+
+
+def check_model_size(preset: ModelPreset, text_dim: int) -> None:
+    """Refuse widths, depths or a text size that no DuPLUS model has (they come from configs and
+    from checkpoints, which may be damaged or hostile).
+
+    Raises:
+        ConfigError: naming the value and the bound.
+    """
+    feats = preset.features
+    if not 2 <= len(feats) <= 8 or any(not 1 <= f <= MAX_WIDTH for f in feats):
+        raise ConfigError(f"model.features {list(feats)}: expected 2-8 widths between 1 and {MAX_WIDTH}")
+    if not 1 <= text_dim <= MAX_TEXT_DIM:
+        raise ConfigError(f"text_dim {text_dim}: expected 1-{MAX_TEXT_DIM}")
+    n = estimate_parameters(preset)
+    if n > DEFAULT_MAX_PARAMETERS:
+        raise ConfigError(
+            f"model.features {list(feats)}: about {n:,} parameters, more than the limit of {DEFAULT_MAX_PARAMETERS:,}"
+        )
+
+
 def build_model(cfg: ModelConfig, text_dim: int) -> DuPLUS:
     """Build the DuPLUS network described by ``cfg`` for prompt embeddings of size ``text_dim``.
 
@@ -114,13 +143,12 @@ def build_model(cfg: ModelConfig, text_dim: int) -> DuPLUS:
     preset = get_preset(cfg.preset)
     if cfg.features:
         preset = replace(preset, features=tuple(int(f) for f in cfg.features))
+    check_model_size(preset, text_dim)
     act = getattr(cfg, "act", None) or preset.act
     if cfg.head_context not in HEAD_CONTEXTS:
         raise ConfigError(
             f"model.head_context: unknown value {cfg.head_context!r}; expected one of {', '.join(HEAD_CONTEXTS)}"
         )
-    if text_dim < 1:
-        raise ConfigError(f"text_dim must be positive, got {text_dim}")
     stems = ModalityStems(
         3, preset.features[0], act=act, single_stem=bool(getattr(cfg, "single_stem", False))
     )

@@ -2,11 +2,11 @@
 
 Images enter the network as ``(B, IN_CHANNELS, D, H, W)`` with ``IN_CHANNELS = 2``: CT, MRI and PET
 use channel 0 (channel 1 is zero), PET/CT uses both in the order
-:data:`duplus.data.specs.PETCT_CHANNEL_ORDER` (PET, then CT). Each sample is routed through the
+:data:`duplus.vocab.PETCT_CHANNEL_ORDER` (PET, then CT). Each sample is routed through the
 stem of its modality; a batch may mix modalities.
 
-:data:`MODALITIES` (defined once, in :mod:`duplus.data.specs`) fixes the order; the modality index of
-a case is its position in this tuple (:func:`modality_index`).
+:data:`duplus.vocab.MODALITIES` fixes the order; the modality index of a case is its position in
+this tuple (:func:`duplus.vocab.modality_index`).
 """
 
 from __future__ import annotations
@@ -14,17 +14,9 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from duplus.data.specs import MODALITIES, normalise_modality
 from duplus.errors import InputError
 from duplus.models.blocks import ConvNormAct
-
-MODALITY_CHANNELS: dict[str, int] = {"CT": 1, "MRI": 1, "PET": 1, "PETCT": 2}
-IN_CHANNELS: int = max(MODALITY_CHANNELS.values())
-
-
-def modality_index(name: str) -> int:
-    """Position of modality ``name`` in :data:`MODALITIES`."""
-    return MODALITIES.index(normalise_modality(name))
+from duplus.vocab import IN_CHANNELS, MODALITIES, MODALITY_CHANNELS
 
 
 class ModalityStems(nn.ModuleDict):
@@ -94,11 +86,4 @@ class ModalityStems(nn.ModuleDict):
         return out
 
 
-__all__ = [
-    "IN_CHANNELS",
-    "MODALITIES",
-    "MODALITY_CHANNELS",
-    "ModalityStems",
-    "modality_index",
-    "normalise_modality",
-]
+__all__ = ["ModalityStems"]

@@ -88,8 +88,8 @@ def compute_cohort_features(
         load_matching_feature_cache,
         save_feature_cache,
     )
-    from duplus.text.prompts import t1_prompt
     from duplus.training.checkpoint import load_checkpoint
+    from duplus.vocab import t1_prompt
 
     ckpt = load_checkpoint(checkpoint)
     modality = _feature_modality(ckpt, modality)

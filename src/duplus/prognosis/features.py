@@ -319,7 +319,7 @@ def extract_image_features(
     if len(ids) != n:
         raise ValueError(f"{n} volumes but {len(ids)} ids")
     if isinstance(modality, str):
-        from duplus.models.stems import modality_index
+        from duplus.vocab import modality_index
 
         mod_idx = modality_index(modality)
     else:

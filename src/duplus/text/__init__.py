@@ -2,16 +2,14 @@
 
 from duplus.text.cache import EmbeddingCache
 from duplus.text.encoder import DEFAULT_ENCODER, POOLINGS, TextEncoder
-from duplus.text.prompts import MODALITY_WORDS, sample_t2_prompt, single_prompt_text, t1_prompt, t2_prompts
+from duplus.text.prompts import sample_t2_prompt, single_prompt_text, t2_prompts
 
 __all__ = [
     "DEFAULT_ENCODER",
-    "MODALITY_WORDS",
     "POOLINGS",
     "EmbeddingCache",
     "TextEncoder",
     "sample_t2_prompt",
     "single_prompt_text",
-    "t1_prompt",
     "t2_prompts",
 ]

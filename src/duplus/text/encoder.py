@@ -128,6 +128,7 @@ class TextEncoder(nn.Module):
         pooling: str = "auto",
         max_length: int = 77,
         trainable: bool = False,
+        allow_download: bool = True,
     ) -> None:
         super().__init__()
         if pooling not in POOLINGS:
@@ -138,6 +139,8 @@ class TextEncoder(nn.Module):
             raise ConfigError(f"text.max_length must be >= 2, got {max_length}")
         source, local = resolve_model_path(name_or_path)
         self.model_id = str(name_or_path)
+        self.is_local = local
+        self.allow_download = allow_download
         self.model, self.tokenizer, self.pooling, self.embed_dim = self._load(source, local, pooling)
         positions = getattr(self._hf_config, "max_position_embeddings", None)
         self.max_length = int(min(max_length, positions)) if positions else int(max_length)
@@ -145,15 +148,20 @@ class TextEncoder(nn.Module):
         self.set_trainable(trainable)
 
     # ------------------------------------------------------------------ loading
-    def _load(self, source: str, local: bool, pooling: str) -> tuple[nn.Module, Any, str, int]:
+    def _load(self, source: str, is_folder: bool, pooling: str) -> tuple[nn.Module, Any, str, int]:
         from transformers import AutoConfig, AutoModel, AutoTokenizer
 
+        local = is_folder or not self.allow_download  # local_files_only: never the network
         try:
             config = _from_pretrained(AutoConfig, source, local)
             tokenizer = _from_pretrained(AutoTokenizer, source, local)
         except (OSError, ValueError, KeyError) as exc:
             hint = (
-                "" if local else " (not in the local Hugging Face cache and no network: pass a model folder)"
+                ""
+                if is_folder
+                else " (not in the local Hugging Face cache; pass --allow-download to fetch it)"
+                if not self.allow_download
+                else " (not in the local Hugging Face cache and no network: pass a model folder)"
             )
             raise DuplusError(
                 f"{source}: cannot load the text encoder{hint}: {str(exc).splitlines()[0]}"
@@ -173,7 +181,7 @@ class TextEncoder(nn.Module):
                 )
                 resolved = pooling
                 if pooling == "auto":
-                    resolved = "mean" if local and _is_sentence_transformers_mean(Path(source)) else "cls"
+                    resolved = "mean" if is_folder and _is_sentence_transformers_mean(Path(source)) else "cls"
                 if resolved == "projection":
                     raise ConfigError(
                         f"text.pooling: 'projection' needs a CLIP checkpoint, {source} is {model_type!r}"

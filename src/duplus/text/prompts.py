@@ -16,7 +16,7 @@ from typing import Any
 
 from duplus.data.label_space import canonical_target
 from duplus.data.label_space import synonyms as target_synonyms
-from duplus.data.specs import MODALITY_WORDS, normalise_modality, t1_prompt
+from duplus.vocab import MODALITY_WORDS, normalise_modality
 
 # templates applied to the canonical name ({name}) and, with {modality}, to the modality word
 T2_TEMPLATES: tuple[str, ...] = (
@@ -96,12 +96,10 @@ def single_prompt_text(t1: str, t2: str) -> str:
 
 
 __all__ = [
-    "MODALITY_WORDS",
     "T2_MODALITY_TEMPLATES",
     "T2_TEMPLATES",
     "indefinite_article",
     "sample_t2_prompt",
     "single_prompt_text",
-    "t1_prompt",
     "t2_prompts",
 ]

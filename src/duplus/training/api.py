@@ -12,8 +12,9 @@ import yaml
 
 from duplus.config import TrainConfig, from_dict, load_yaml
 from duplus.data.sampling import MIRROR_AXES
+from duplus.device import select_device
 from duplus.errors import ConfigError, InputError
-from duplus.fileio import check_writable_folder, ensure_distinct_output
+from duplus.fileio import OutputFolder, check_not_inside_inputs
 from duplus.paths import resolve_relative
 
 
@@ -30,7 +31,10 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
             node = node.setdefault(part, {})
             if not isinstance(node, dict):
                 raise ConfigError(f"--set {item!r}: {part} is not a mapping")
-        node[parts[-1]] = yaml.safe_load(raw)
+        try:
+            node[parts[-1]] = yaml.safe_load(raw)
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"--set {item!r}: invalid value ({str(exc).splitlines()[0]})") from exc
     return data
 
 
@@ -53,6 +57,8 @@ def resolve_train_config(path: str | Path, overrides: list[str] | None = None) -
 def validate_train_config(cfg: TrainConfig, where: str) -> None:
     checks = [
         (cfg.iterations > 0, "iterations must be > 0"),
+        (cfg.lr > 0, f"lr must be > 0, got {cfg.lr}"),
+        (cfg.weight_decay >= 0, f"weight_decay must be >= 0, got {cfg.weight_decay}"),
         (cfg.steps_per_epoch > 0, "steps_per_epoch must be > 0"),
         (cfg.batch_size > 0, "batch_size must be > 0"),
         (len(cfg.patch_size) == 3 and all(p >= 8 for p in cfg.patch_size), "patch_size must be 3 sizes >= 8"),
@@ -70,9 +76,14 @@ def validate_train_config(cfg: TrainConfig, where: str) -> None:
     for ok, msg in checks:
         if not ok:
             raise ConfigError(f"{where}: {msg}")
+    select_device(cfg.device, option=f"{where}: device")
 
 
-def run_training(
+RUN_FILES = ("config.yaml", "metrics.csv", "checkpoint_last.pt", "checkpoint_best.pt", "prompt_cache.pt")
+"""What a run folder holds besides the data cache and tensorboard logs."""
+
+
+def train(
     config: str | Path | None = None,
     out: str | Path | None = None,
     *,
@@ -81,12 +92,26 @@ def run_training(
     progress: bool = True,
     max_steps: int | None = None,
 ) -> dict[str, Any]:
-    """Train from a YAML config into ``out``, or continue the run in ``resume``."""
+    """Train from a YAML config into the run folder ``out``, or continue the run in ``resume``.
+
+    Args:
+        config: training YAML (see ``configs/``).
+        out: a new run folder: ``config.yaml``, ``metrics.csv``, ``checkpoint_last.pt``,
+            ``checkpoint_best.pt`` (when validating), the prompt cache and, by default, the data cache.
+        resume: a run folder to continue from its last checkpoint (instead of ``config``/``out``).
+        overrides: ``key.sub=value`` settings applied over the YAML.
+        progress: show a progress bar.
+        max_steps: stop after this many steps in this process (the schedule is unchanged).
+
+    Returns:
+        The last epoch's metrics.
+    """
     if resume:
         run_dir = Path(resume)
         if not (run_dir / "config.yaml").is_file():
             raise ConfigError(f"{run_dir}: not a run folder (no config.yaml)")
         cfg = resolve_train_config(run_dir / "config.yaml", overrides)
+        inputs: list[Path] = []
     else:
         if not config or not out:
             raise ConfigError("duplus train needs --config and --out (or --resume RUN_DIR)")
@@ -95,17 +120,21 @@ def run_training(
             raise ConfigError(f"{run_dir}: already holds a run; use --resume {run_dir} or another --out")
         cfg = resolve_train_config(config, overrides)
         check_run_folder(run_dir, cfg, Path(config))
-    check_writable_folder(run_dir)
+        inputs = [Path(config)]
     from duplus.training.trainer import Trainer
 
-    created = not run_dir.exists()
-    trainer = Trainer(cfg, run_dir, resume=bool(resume), progress=progress, max_steps=max_steps)
-    try:
-        return trainer.fit()
-    except BaseException:
-        if created and not resume and os.environ.get("RANK", "0") == "0":
-            _remove_failed_run(run_dir)
-        raise
+    main_rank = os.environ.get("RANK", "0") == "0"
+    folder = OutputFolder(run_dir, inputs=inputs, replace_owned=bool(resume), name="run folder")
+    if resume:  # a run folder made before duplus kept an output manifest: its own files
+        folder.adopt(*(run_dir / name for name in RUN_FILES))
+    with folder if main_rank else contextlib.nullcontext():
+        trainer = Trainer(cfg, run_dir, resume=bool(resume), progress=progress, max_steps=max_steps)
+        try:
+            return trainer.fit()
+        except BaseException:
+            if not resume and main_rank:
+                _remove_failed_run(folder)
+            raise
 
 
 def check_run_folder(run_dir: Path, cfg: TrainConfig, config_path: Path) -> None:
@@ -116,21 +145,19 @@ def check_run_folder(run_dir: Path, cfg: TrainConfig, config_path: Path) -> None
     """
     for entry in cfg.datasets:
         spec = Path(entry.spec)
-        ensure_distinct_output(run_dir, spec if spec.is_dir() else spec.parent)
+        check_not_inside_inputs(run_dir, [spec if spec.is_dir() else spec.parent])
     if (run_dir / "config.yaml").resolve() == config_path.resolve():
         raise InputError(
             run_dir, f"the run would overwrite its own config {config_path}; choose another --out"
         )
 
 
-def _remove_failed_run(run_dir: Path) -> None:
-    """After a run failed before its first checkpoint, remove what it wrote that has no value
-    (the resolved ``config.yaml`` and empty folders). Cases already prepared into a cache inside
+def _remove_failed_run(folder: OutputFolder) -> None:
+    """After a new run failed before its first checkpoint, remove the resolved ``config.yaml`` it
+    wrote (empty folders go with the output folder). Cases already prepared into a cache inside
     the run folder are kept (they are complete and reused by the next run), and so is anything
     once a checkpoint exists."""
-    if (run_dir / "checkpoint_last.pt").exists() or not run_dir.is_dir():
+    config = folder.root / "config.yaml"
+    if (folder.root / "checkpoint_last.pt").exists() or not folder.owns(config):
         return
-    (run_dir / "config.yaml").unlink(missing_ok=True)
-    for folder, _, _ in sorted(os.walk(run_dir), key=lambda w: -len(Path(w[0]).parts)):
-        with contextlib.suppress(OSError):
-            Path(folder).rmdir()  # only succeeds when empty
+    folder.remove(config)

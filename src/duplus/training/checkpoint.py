@@ -8,8 +8,10 @@ the optimizer, scheduler and RNG states.
 
 from __future__ import annotations
 
+import errno
 import pickle
 import random
+import shutil
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -63,8 +65,32 @@ def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> Path:
     path = Path(path)
     data = {"format": FORMAT, "format_version": FORMAT_VERSION, "duplus_version": __version__, **payload}
     with atomic_path(path, suffix=".tmp") as tmp:
-        torch.save(data, tmp)
+        try:
+            torch.save(data, tmp)
+        except RuntimeError as exc:  # torch's zip writer reports a failed write (a full disk) this way
+            free = shutil.disk_usage(path.parent).free
+            reason = (
+                "no space left on device"
+                if free < 64 * 2**20
+                else f"write failed ({str(exc).splitlines()[0][:120]})"
+            )
+            raise OSError(errno.ENOSPC if free < 64 * 2**20 else errno.EIO, reason, str(path)) from exc
     return path
+
+
+def check_finite_weights(state: dict[str, Any], path: str | Path) -> None:
+    """Refuse weights holding NaN or Inf: such a model writes empty masks or NaN maps silently.
+
+    Raises:
+        CheckpointError: naming the file, the first bad tensor and how many values are bad.
+    """
+    for name, value in state.items():
+        if isinstance(value, torch.Tensor) and value.is_floating_point():
+            bad = int((~torch.isfinite(value)).sum())
+            if bad:
+                raise CheckpointError(
+                    path, f"weights hold {bad} NaN/Inf values (first in {name!r}); the model is broken"
+                )
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
@@ -118,4 +144,6 @@ def _check_header(path: Path, data: Any) -> dict[str, Any]:
         raise CheckpointError(path, "not a DuPLUS checkpoint (missing the duplus-checkpoint header)")
     if int(data.get("format_version", 0)) > FORMAT_VERSION:
         raise CheckpointError(path, f"checkpoint format {data['format_version']} is newer than this duplus")
+    if isinstance(data.get("model"), dict):
+        check_finite_weights(data["model"], path)
     return data

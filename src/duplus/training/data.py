@@ -16,10 +16,11 @@ from torch.utils.data import DataLoader, Subset
 from duplus.config import TrainConfig
 from duplus.data.preprocess import PreparedCase, PreparedDataset, load_prepared, prepare_dataset
 from duplus.data.sampling import PatchDataset, collate_partial, load_case_arrays
-from duplus.data.specs import MODALITIES, load_dataset_spec
+from duplus.data.specs import load_dataset_spec
 from duplus.errors import ConfigError
 from duplus.paths import cache_root
 from duplus.training.distributed import DistInfo, barrier
+from duplus.vocab import MODALITIES
 
 logger = logging.getLogger(__name__)
 

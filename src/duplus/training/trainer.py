@@ -79,7 +79,7 @@ class Trainer:
         cfg = self.config
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
-        self.device = select_device(cfg.device)
+        self.device = select_device(cfg.device, option="device")
         self.dist = dist_utils.init_distributed(self.device)
         if self.device.type == "cuda" and self.dist.enabled:
             self.device = torch.device("cuda", self.dist.local_rank)
@@ -255,12 +255,12 @@ class Trainer:
         self.history.append(row)
         if not self.dist.is_main:
             return
-        self._write_metrics_csv()
         score = metrics.get("dice/mean")
         if score is not None and score > self.best_metric:
             self.best_metric = score
             self.save(BEST)
         self.save(LAST)
+        self._write_metrics_csv()  # after the checkpoint: no row for a step that has none
         tb = getattr(self, "tb", None)
         if tb is not None:
             for k, v in metrics.items():
