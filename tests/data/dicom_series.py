@@ -19,6 +19,25 @@ AXIAL = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0)
 CT_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.2"
 PET_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.128"
 MR_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.4"
+JPEG_LOSSLESS_SV1 = "1.2.840.10008.1.2.4.70"
+"""The JPEG lossless syntax of most clinical archives; pydicom cannot encode it, GDCM can."""
+
+
+def _transcode_jpeg_lossless(path: Path) -> None:
+    import gdcm
+
+    reader = gdcm.ImageReader()
+    reader.SetFileName(str(path))
+    assert reader.Read(), path
+    change = gdcm.ImageChangeTransferSyntax()
+    change.SetTransferSyntax(gdcm.TransferSyntax(gdcm.TransferSyntax.JPEGLosslessProcess14_1))
+    change.SetInput(reader.GetImage())
+    assert change.Change(), path
+    writer = gdcm.ImageWriter()
+    writer.SetFileName(str(path))
+    writer.SetFile(reader.GetFile())
+    writer.SetImage(change.GetOutput())
+    assert writer.Write(), path
 
 
 @dataclass
@@ -105,9 +124,11 @@ def write_series(
         for key, value in (extra or {}).items():
             setattr(ds, key, value)
         ds.PixelData = np.ascontiguousarray(stored[k].astype(np.uint16)).tobytes()
-        if transfer_syntax is not None:
+        if transfer_syntax is not None and transfer_syntax != JPEG_LOSSLESS_SV1:
             ds.compress(transfer_syntax, np.ascontiguousarray(stored[k].astype(np.uint16)))
         ds.save_as(str(path), enforce_file_format=True)
+        if transfer_syntax == JPEG_LOSSLESS_SV1:
+            _transcode_jpeg_lossless(path)
         files.append(path)
         sops.append(sop)
         positions.append(pos)

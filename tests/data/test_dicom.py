@@ -206,6 +206,25 @@ def test_corrupt_jpeg2000_refused_naming_it(tmp_path: Path) -> None:
     assert _one_line(exc).startswith(str(s.files[1]))
 
 
+def test_damaged_jpeg_lossless_refused_and_stderr_kept_clean(tmp_path: Path, capfd) -> None:  # type: ignore[no-untyped-def]
+    """GDCM's JPEG codec prints "Corrupt JPEG data" to the process's stderr and returns pixels
+    anyway; the slice is refused instead, and nothing reaches the terminal."""
+    s = write_series(
+        tmp_path / "jpeg",
+        rows=32,
+        cols=32,
+        depths=[0.0, 2.5, 5.0],
+        transfer_syntax=dicom_series.JPEG_LOSSLESS_SV1,
+    )
+    data = s.files[1].read_bytes()
+    end = data.rindex(b"\xff\xd9")  # end of image: zero the last entropy-coded bytes before it
+    s.files[1].write_bytes(data[: end - 40] + b"\0" * 40 + data[end:])
+    with pytest.raises(InputError, match="Corrupt JPEG data") as exc:
+        load_dicom_series(tmp_path / "jpeg")
+    assert _one_line(exc).startswith(str(s.files[1]))
+    assert capfd.readouterr().err == ""
+
+
 def test_empty_folder_refused(tmp_path: Path) -> None:
     (tmp_path / "a.txt").write_text("x")
     with pytest.raises(InputError, match="no DICOM images"):
@@ -213,7 +232,7 @@ def test_empty_folder_refused(tmp_path: Path) -> None:
 
 
 # --------------------------------------------------------------------- compression and archives
-@pytest.mark.parametrize("syntax", ["RLELossless", "JPEG2000Lossless", "JPEGLSLossless"])
+@pytest.mark.parametrize("syntax", ["RLELossless", "JPEG2000Lossless", "JPEGLSLossless", "JPEGLosslessSV1"])
 def test_compressed_series_read(tmp_path: Path, syntax: str) -> None:
     import pydicom.uid
 

@@ -1,10 +1,11 @@
 """DICOM series in: a folder or a zip archive of single-frame slices -> one :class:`Volume`.
 
-Built on pydicom (parsing, the modality LUT, and pixel decoding; compressed transfer syntaxes
-through its pylibjpeg/openjpeg/libjpeg and pyjpegls plugins, all pip wheels) and highdicom (the
-slice-to-patient affine, and the DICOM-SEG writer in :mod:`duplus.inference.dicom_seg`, which takes
-the same pydicom datasets). That is one pure-Python stack for reading and writing, instead of a
-native toolkit (SimpleITK/GDCM) beside highdicom; and it lets every rule below be an explicit,
+Built on pydicom (parsing, the modality LUT, pixel decoding) and highdicom (the slice-to-patient
+affine, and the DICOM-SEG writer in :mod:`duplus.inference.dicom_seg`, which takes the same pydicom
+datasets): one stack for reading and writing. Compressed transfer syntaxes decode through pydicom's
+plugins, all pip wheels with permissive licences: GDCM (JPEG baseline/extended/lossless, the
+syntaxes of most archives), pylibjpeg-openjpeg (JPEG 2000), pyjpegls (JPEG-LS) and pydicom itself
+(RLE). The GPL-licensed pylibjpeg-libjpeg is left out on purpose. Every rule below is an explicit,
 one-line error:
 
 * Files are grouped by SeriesInstanceUID. A folder holding several series is refused with the
@@ -29,7 +30,10 @@ import contextlib
 import functools
 import io
 import logging
+import os
 import struct
+import sys
+import tempfile
 import warnings
 import zipfile
 from collections.abc import Callable, Iterator
@@ -306,17 +310,47 @@ def _check_slices(datasets: list[tuple[Path, Dataset]]) -> tuple[np.ndarray, tup
     return first.orientation, first.spacing, np.stack([g.position for g in slices])
 
 
+@contextlib.contextmanager
+def _native_stderr(lines: list[str]) -> Iterator[None]:
+    """Collect what native decoders print to the process's stderr (GDCM's JPEG codec reports
+    damaged data there, not as an exception) into ``lines`` instead of the user's terminal."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as sink:
+        os.dup2(sink.fileno(), 2)
+        try:
+            yield
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            sink.seek(0)
+            lines.extend(line for line in sink.read().decode("utf-8", "replace").splitlines() if line.strip())
+
+
 def _pixels(name: Path, ds: Dataset) -> np.ndarray:
-    """Decode one slice and apply its modality LUT (RescaleSlope/Intercept): ``(rows, cols)``."""
+    """Decode one slice and apply its modality LUT (RescaleSlope/Intercept): ``(rows, cols)``.
+
+    A compressed slice whose decoder reports damaged data (even when it returns pixels) is refused.
+    """
     from pydicom.pixels import apply_modality_lut
 
+    syntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
+    what = f"{syntax.name}: " if syntax is not None else ""
+    complaints: list[str] = []
     try:
         with _quiet_codecs():
-            values = apply_modality_lut(ds.pixel_array, ds)
+            if syntax is not None and syntax.is_compressed:
+                with _native_stderr(complaints):
+                    raw = ds.pixel_array
+            else:
+                raw = ds.pixel_array
+            values = apply_modality_lut(raw, ds)
     except _READ_ERRORS as exc:
-        syntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
-        what = f"{syntax.name}: " if syntax is not None else ""
         raise InputError(name, f"cannot decode the pixel data ({what}{_first_line(exc)})") from exc
+    if complaints:
+        raise InputError(
+            name, f"damaged compressed pixel data ({what}the decoder reports: {complaints[0][:200]})"
+        )
     values = np.asarray(values, dtype=np.float32)
     if values.ndim != 2:
         raise InputError(name, f"pixel data of shape {values.shape}; expected one 2D slice")
