@@ -250,3 +250,19 @@ def test_adapter_bundle_names_its_base(ckpt: Path, tmp_path: Path) -> None:
 def test_card_is_json_without_nan(ckpt: Path, tmp_path: Path) -> None:
     with zipfile.ZipFile(export_bundle(ckpt, tmp_path / "m.duplus")) as zf:
         json.loads(zf.read(CARD), parse_constant=lambda c: pytest.fail(f"non-JSON constant {c}"))
+
+
+def test_adapter_resolved_from_file_folder_and_name(ckpt: Path, tmp_path: Path, home: Path) -> None:
+    from duplus.adapt.adapter_file import write_adapter_file
+    from duplus.bundles.store import resolve_adapter
+
+    adapter = write_adapter_file(
+        tmp_path / "adapt" / "adapter.pt",
+        {"base_checkpoint": {"path": str(ckpt), "sha256": file_sha256(ckpt)}, "scope": {}, "label_space": {}},
+    )
+    assert resolve_adapter(adapter) == adapter
+    assert resolve_adapter(adapter.parent) == adapter
+    installed = import_bundle(export_bundle(adapter, tmp_path / "pancreas.duplus"))
+    assert resolve_adapter("pancreas") == installed.path and installed.card["kind"] == "adapter"
+    with pytest.raises(CheckpointError, match="without adapter.pt"):
+        resolve_adapter(tmp_path)

@@ -99,11 +99,12 @@ def load_predictor(
         device: ``auto`` (CUDA, then MPS, then CPU), ``cpu``, ``cuda[:N]`` or ``mps``.
         allow_download: let a checkpoint naming a hub text encoder fetch it.
     """
-    from duplus.bundles.store import resolve_checkpoint
+    from duplus.bundles.store import resolve_adapter, resolve_checkpoint
     from duplus.inference.predictor import Predictor
     from duplus.training.checkpoint import load_checkpoint
 
     checkpoint = resolve_checkpoint(checkpoint)
+    adapter = resolve_adapter(adapter) if adapter is not None else None
     if adapter is None and not load_checkpoint(checkpoint).get("prompt_overrides"):
         return Predictor.from_checkpoint(checkpoint, device=device, allow_download=allow_download)
     from duplus.adapt.adapter_file import load_adapted_predictor

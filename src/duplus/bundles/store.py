@@ -10,6 +10,9 @@ model of the same name wins).
 2. an existing folder: a run folder (``checkpoint_best.pt`` if present, else
    ``checkpoint_last.pt``; a log line says which) or an installed model's folder;
 3. a NAME: an installed model, else a packaged one.
+
+:func:`resolve_adapter` does the same for ``--adapter`` (an adapt run folder gives its
+``adapter.pt``).
 """
 
 from __future__ import annotations
@@ -136,6 +139,27 @@ def _from_folder(folder: Path) -> Path:
         logger.info("%s: no %s (the run kept no validation best); using %s", folder, BEST, LAST)
         return folder / LAST
     raise CheckpointError(folder, f"is a folder without {BEST}, {LAST} or {MODEL_FILE}")
+
+
+def resolve_adapter(value: str | Path) -> Path:
+    """Turn an ``--adapter`` value into a file: an existing file (``adapter.pt`` or an adapter
+    bundle), an adapt run folder (its ``adapter.pt``), or the NAME of an installed adapter bundle.
+
+    Raises:
+        CheckpointError: nothing of that name.
+    """
+    path = Path(value).expanduser()
+    if path.is_file():
+        return path
+    if path.is_dir():
+        from duplus.adapt.trainer import ADAPTER_NAME
+
+        if (path / ADAPTER_NAME).is_file():
+            return path / ADAPTER_NAME
+        if (path / MODEL_FILE).is_file():
+            return path / MODEL_FILE
+        raise CheckpointError(path, f"is a folder without {ADAPTER_NAME} or {MODEL_FILE}")
+    return resolve_checkpoint(value)
 
 
 def resolve_checkpoint(value: str | Path) -> Path:
