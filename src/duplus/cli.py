@@ -306,7 +306,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--targets", nargs="+", required=True, help='target names (free text), e.g. liver "left kidney"'
     )
     p.add_argument(
-        "--adapter", help="adapter from `duplus adapt`: its file, its run folder, or an installed adapter NAME"
+        "--adapter",
+        help="adapter from `duplus adapt`: its file, its run folder, or an installed adapter NAME",
     )
     p.add_argument("--ml", action="store_true", help="one multi-label map per case plus labels.json")
     p.add_argument(
