@@ -64,7 +64,7 @@ def cmd_make_phantoms(args: argparse.Namespace) -> int:
 
 def cmd_prepare(args: argparse.Namespace) -> int:
     from duplus.config import PreprocessConfig, load_config
-    from duplus.data.preprocess import prepare_dataset
+    from duplus.data.prepared import prepare_dataset
     from duplus.data.specs import load_dataset_spec
 
     cfg = load_config(PreprocessConfig, args.config) if args.config else PreprocessConfig()

@@ -23,11 +23,6 @@ def cache_root(run_dir: Path | None = None, configured: str | Path | None = None
     return Path(run_dir) / "cache"
 
 
-def runs_root() -> Path:
-    """Default parent of run folders: ``$DUPLUS_RUNS`` or ``./runs``."""
-    return Path(os.environ.get("DUPLUS_RUNS", "runs")).expanduser()
-
-
 def resolve_relative(path: str | Path, base: Path) -> Path:
     """Resolve ``path`` against ``base`` (the folder of the config that names it) unless absolute."""
     p = Path(path).expanduser()

@@ -204,7 +204,7 @@ def test_adapter_refuses_another_base_checkpoint(
     tmp_path: Path, base_ckpt: Path, text_run: tuple[Any, dict[str, Any]], caplog: pytest.LogCaptureFixture
 ) -> None:
     from duplus.adapt.api import apply_adapter_file
-    from duplus.training.checkpoint import load_checkpoint, save_checkpoint
+    from duplus.checkpoint import load_checkpoint, save_checkpoint
 
     trainer, _ = text_run
     adapter = trainer.run_dir / "adapter.pt"

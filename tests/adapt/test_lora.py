@@ -244,3 +244,31 @@ def test_errors(tmp_path: Path) -> None:
     apply_lora(other, r=2, alpha=4, target_modules=["point"])
     with pytest.raises(CheckpointError, match="do not match"):
         load_adapter(other, path)
+
+
+def test_peft_internals_the_fused_conv_relies_on() -> None:
+    """``adapt/lora.py`` replaces the forward of peft's private ``_ConvNd`` and reads its adapter
+    attributes; pyproject pins peft to the minor version this was written against. A peft that
+    renames any of them must fail here, not silently fall back."""
+    import inspect
+
+    import peft
+    from peft.tuners.lora.layer import _ConvNd
+
+    major, minor = (int(x) for x in peft.__version__.split(".")[:2])
+    assert (major, minor) == (0, 21), f"peft {peft.__version__}: re-check adapt/lora.py, then the pin"
+    net = nn.Sequential(nn.Conv3d(2, 4, 3, padding=1))
+    apply_lora(net, r=2, alpha=4, target_modules=["0"])
+    layer = next(m for m in net.modules() if isinstance(m, _ConvNd))
+    for name in (
+        "lora_A",
+        "lora_B",
+        "scaling",
+        "lora_dropout",
+        "active_adapters",
+        "disable_adapters",
+        "merged",
+    ):
+        assert hasattr(layer, name), name
+    assert callable(layer.get_base_layer) and hasattr(layer.get_base_layer(), "_conv_forward")
+    assert "x" in inspect.signature(_ConvNd.forward).parameters

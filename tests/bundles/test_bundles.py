@@ -15,9 +15,9 @@ import torch
 from duplus.bundles.archive import CARD, PAYLOAD, WEIGHTS, checkpoint_identities, file_sha256, read_bundle
 from duplus.bundles.export import export_bundle
 from duplus.bundles.store import import_bundle, list_models, resolve_checkpoint
+from duplus.checkpoint import load_checkpoint, save_checkpoint
 from duplus.cli import main
 from duplus.errors import CheckpointError, InputError
-from duplus.training.checkpoint import load_checkpoint, save_checkpoint
 
 
 def _payload(seed: int = 0) -> dict:
@@ -237,7 +237,7 @@ def test_adapter_bundle_names_its_base(ckpt: Path, tmp_path: Path) -> None:
     assert card["added_targets"] == ["pancreas"]
     data = read_adapter_file(bundle)
     assert torch.equal(data["model_state"]["head.bias"], torch.zeros(5))
-    with pytest.raises(CheckpointError, match="adapter bundle"):
+    with pytest.raises(CheckpointError, match="bundle of an adapter, not a checkpoint"):
         load_checkpoint(bundle)
     base_bundle = export_bundle(ckpt, tmp_path / "base.duplus")
     assert file_sha256(ckpt) in checkpoint_identities(base_bundle)

@@ -9,18 +9,15 @@ import nibabel as nib
 import numpy as np
 import pytest
 
+import duplus.data.prepared as prepared_cache
 import duplus.data.preprocess as pp
 from duplus.config import PreprocessConfig
 from duplus.data.io import Volume, load_nifti
-from duplus.data.preprocess import (
-    check_label_values,
-    load_prepared,
-    normalise_intensity,
-    prepare_dataset,
-    preprocess_case,
-)
+from duplus.data.prepared import load_prepared, prepare_dataset
+from duplus.data.preprocess import check_label_values, normalise_intensity, preprocess_case
 from duplus.data.specs import load_dataset_spec
 from duplus.errors import InputError
+from duplus.vocab import PETCT_CHANNEL_ORDER
 
 SHAPE = (40, 36, 12)
 SPACING = (0.8, 0.9, 2.5)
@@ -150,7 +147,7 @@ def test_normalise_intensity_rules() -> None:
     np.testing.assert_allclose(out[1].ravel(), [-1, -1, 0, 1, 1])
     with pytest.raises(InputError, match="2 channels"):
         normalise_intensity(pet, "PETCT", cfg)
-    assert pp.PETCT_CHANNEL_ORDER == ("PET", "CT")
+    assert PETCT_CHANNEL_ORDER == ("PET", "CT")
 
 
 def test_check_label_values() -> None:
@@ -174,7 +171,7 @@ def test_prepare_dataset_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
         calls.append(str(image.path))
         return real(image, *args, **kwargs)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(pp, "preprocess_case", counting)
+    monkeypatch.setattr(prepared_cache, "preprocess_case", counting)
     cfg = PreprocessConfig()
     cache = prepare_dataset(spec, tmp_path / "cache", cfg, progress=False)
     assert cache == tmp_path / "cache" / "Phantom" and len(calls) == 2

@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch.utils.data import DataLoader, DistributedSampler
 
-from duplus.data.preprocess import PreparedCase, PreparedDataset
+from duplus.data.prepared import PreparedCase, PreparedDataset
 from duplus.data.sampling import (
     PatchDataset,
     build_augmentation,

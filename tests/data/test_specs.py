@@ -247,7 +247,7 @@ def test_unknown_path_kinds(tmp_path: Path) -> None:
 
 
 def test_hecktor_folder_dispatch(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import duplus.data.hecktor as hecktor
+    import duplus.data.specs as specs
     from duplus.data.specs import DatasetSpec
 
     _nii(tmp_path / "imagesTr" / "CHUM-001__CT.nii.gz")
@@ -257,7 +257,7 @@ def test_hecktor_folder_dispatch(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
         seen.append(Path(folder))
         return DatasetSpec("HECKTOR", "PETCT", "head and neck", {1: "primary tumour"}, Path(folder))
 
-    monkeypatch.setattr(hecktor, "read_hecktor_spec", fake)
+    monkeypatch.setattr(specs, "read_hecktor_spec", fake)
     assert load_dataset_spec(tmp_path).modality == "PETCT" and seen == [tmp_path]
 
 

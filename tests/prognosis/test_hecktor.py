@@ -9,12 +9,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from duplus.data.hecktor import (
-    check_survival_cohort,
-    read_clinical_csv,
-    read_hecktor_clinical,
-    read_hecktor_spec,
-)
+from duplus.data.hecktor import check_survival_cohort, read_clinical_csv, read_hecktor_clinical
+from duplus.data.specs.hecktor import read_hecktor_spec
 from duplus.errors import InputError
 
 CLINICAL = (

@@ -22,9 +22,10 @@ import numpy as np
 import pytest
 import torch
 
+from duplus.checkpoint import load_checkpoint, save_checkpoint
 from duplus.config import PreprocessConfig
 from duplus.data.io import load_nifti, save_nifti
-from duplus.data.preprocess import load_prepared, prepare_dataset
+from duplus.data.prepared import load_prepared, prepare_dataset
 from duplus.data.specs import load_dataset_spec
 from duplus.errors import CheckpointError, InputError
 from duplus.fileio import (
@@ -34,7 +35,6 @@ from duplus.fileio import (
     write_json_atomic,
     write_text_atomic,
 )
-from duplus.training.checkpoint import load_checkpoint, save_checkpoint
 
 ENOSPC = OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
@@ -61,7 +61,7 @@ def _write_checkpoint(path: Path, version: int) -> None:
 
 
 def _write_npy(path: Path, version: int) -> None:
-    from duplus.data.preprocess import _save_npy
+    from duplus.data.prepared import _save_npy
 
     _save_npy(path, np.full((2, 5, 5, 5), version, np.float32))
 
@@ -247,7 +247,7 @@ def _dataset(root: Path) -> Path:
 @pytest.fixture
 def prepared(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Path, Path, list[str]]:
     """A prepared 2-case cache, and a log of the cases (re)built from then on."""
-    import duplus.data.preprocess as pp
+    import duplus.data.prepared as pp
 
     spec_path = _dataset(tmp_path / "ds")
     cache = prepare_dataset(

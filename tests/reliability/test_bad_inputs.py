@@ -1,7 +1,7 @@
 """The bad-input matrix: every case gives one clear error line, a non-zero exit, no data loss.
 
 Each case builds a small input tree in its own folder, runs one ``duplus`` command in-process
-(``duplus.cli.main``) and checks the promise of DESIGN.md section 6:
+(``duplus.cli.main``) and checks the promise of docs/RELIABILITY.md:
 
 * exactly one line on stderr, ``duplus: error: <file or option>: <problem>``, naming the culprit;
 * a non-zero exit status (2 for bad input or configuration, 1 for a failing environment);

@@ -15,8 +15,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from duplus.checkpoint import load_checkpoint
 from duplus.training.api import train
-from duplus.training.checkpoint import load_checkpoint
 
 TIMING_COLUMNS = {"seconds"}
 

@@ -344,7 +344,7 @@ def test_hub_encoder_is_never_fetched_without_consent(
 def test_full_disk_during_train_names_the_file_and_keeps_metrics_consistent(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    import duplus.training.checkpoint as ckpt_mod
+    import duplus.checkpoint as ckpt_mod
 
     dataset = fixtures.write_tiny_dataset(tmp_path / "data")
     config = fixtures.write_tiny_config(tmp_path / "train.yaml", dataset)

@@ -6,13 +6,13 @@ import pickle
 import pytest
 import torch
 
-from duplus.errors import CheckpointError
-from duplus.training.checkpoint import (
+from duplus.checkpoint import (
     capture_rng_state,
     load_checkpoint,
     restore_rng_state,
     save_checkpoint,
 )
+from duplus.errors import CheckpointError
 
 
 class _Evil:

@@ -14,9 +14,9 @@ import pytest
 import torch
 import yaml
 
+from duplus.checkpoint import load_checkpoint
 from duplus.errors import ConfigError, InputError
 from duplus.training.api import train
-from duplus.training.checkpoint import load_checkpoint
 from duplus.training.trainer import LAST, Trainer
 
 

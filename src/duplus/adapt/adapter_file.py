@@ -30,13 +30,12 @@ from typing import TYPE_CHECKING, Any, cast
 import torch
 from torch import nn
 
-from duplus import __version__
 from duplus.adapt.lora import apply_lora, has_lora, lora_state_dict, merge_lora
 from duplus.adapt.router import PromptRouter
 from duplus.adapt.scoped import ScopedDuPLUS
 from duplus.bundles.archive import file_sha256
+from duplus.checkpoint import load_torch_file, save_torch_file
 from duplus.errors import CheckpointError
-from duplus.fileio import atomic_path
 
 if TYPE_CHECKING:
     from duplus.inference.predictor import Predictor
@@ -64,17 +63,8 @@ def lora_entry(module: nn.Module, settings: dict[str, Any]) -> dict[str, Any]:
 
 
 def write_adapter_file(path: str | Path, payload: dict[str, Any]) -> Path:
-    """Write ``payload`` with the format header to ``path`` atomically."""
-    path = Path(path)
-    data = {
-        "format": ADAPTER_FILE_FORMAT,
-        "format_version": ADAPTER_FILE_VERSION,
-        "duplus_version": __version__,
-        **payload,
-    }
-    with atomic_path(path, suffix=".tmp") as tmp:
-        torch.save(data, tmp)
-    return path
+    """Write ``payload`` with the adapter-file header to ``path`` atomically."""
+    return save_torch_file(path, ADAPTER_FILE_FORMAT, ADAPTER_FILE_VERSION, payload)
 
 
 def read_adapter_file(path: str | Path) -> dict[str, Any]:
@@ -83,23 +73,7 @@ def read_adapter_file(path: str | Path) -> dict[str, Any]:
     Raises:
         CheckpointError: missing, unreadable, pickled code, or not a DuPLUS adapter file.
     """
-    from duplus.bundles.archive import is_bundle, read_bundle
-
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(path, "adapter file not found")
-    if is_bundle(path):  # an adapter bundle (safetensors + JSON), checked against its sha256 sums
-        data: Any = read_bundle(path).payload
-    else:
-        try:
-            data = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as exc:  # noqa: BLE001 - any unpickling failure means "not our file"
-            raise CheckpointError(path, f"not a readable adapter file ({type(exc).__name__})") from exc
-    if not isinstance(data, dict) or data.get("format") != ADAPTER_FILE_FORMAT:
-        raise CheckpointError(path, "not a DuPLUS adapter file (written by `duplus adapt`)")
-    if int(data.get("format_version", 0)) > ADAPTER_FILE_VERSION:
-        raise CheckpointError(path, f"adapter format {data['format_version']} is newer than this duplus")
-    return data
+    return load_torch_file(path, ADAPTER_FILE_FORMAT, ADAPTER_FILE_VERSION, what="adapter file")
 
 
 def check_base_checkpoint(adapter: dict[str, Any], adapter_path: Path, base_checkpoint: Path | None) -> None:
@@ -273,7 +247,7 @@ def merge_adapter(base_checkpoint: str | Path, adapter: str | Path, out: str | P
     space and dataset list are extended with the new task. The result loads with
     :func:`duplus.load_predictor` alone.
     """
-    from duplus.training.checkpoint import load_checkpoint, save_checkpoint
+    from duplus.checkpoint import load_checkpoint, save_checkpoint
 
     base_checkpoint, adapter = Path(base_checkpoint), Path(adapter)
     ckpt = load_checkpoint(base_checkpoint)

@@ -56,7 +56,7 @@ def build_adapt_trainer(
 ) -> AdaptTrainer:
     """Resolve the config against the base checkpoint and make the :class:`AdaptTrainer` (not run)."""
     from duplus.adapt.trainer import ADAPTER_NAME, AdaptTrainer, build_adapt_train_config
-    from duplus.training.checkpoint import load_checkpoint
+    from duplus.checkpoint import load_checkpoint
 
     cfg = resolve_adapt_config(config)
     base_path, run_dir = Path(checkpoint), Path(out)

@@ -23,8 +23,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from duplus.checkpoint import load_torch_file, save_torch_file
 from duplus.errors import CheckpointError
-from duplus.fileio import atomic_path
 
 __all__ = [
     "default_target_modules",
@@ -213,7 +213,7 @@ def _fuse_conv_adapters(module: nn.Module) -> None:
     levels, so the adapter costs about as much as the layer it adapts, forward and backward. With
     the update folded into the weight first (a few kilobytes of arithmetic), autograd reaches
     ``A`` and ``B`` through the weight gradient of the one convolution. Same function, same
-    parameters and state-dict keys; 40 adaptation steps of the demo took 18.5 s against 24.2 s.
+    parameters and state-dict keys, and faster (docs/EXPERIMENTS.md).
     Layers in training mode with adapter dropout keep peft's forward (the dropout acts on the
     adapter's input only), as do merged, disabled, mixed-batch, grouped and DoRA calls.
     """
@@ -258,31 +258,13 @@ def save_adapter(module: nn.Module, path: str | Path, meta: dict[str, Any] | Non
     config = getattr(module, _CONFIG_ATTR, None)
     if config is None or not has_lora(module):
         raise ValueError(f"{type(module).__name__} has no LoRA adapters applied by duplus.adapt.lora")
-    payload = {
-        "format": ADAPTER_FORMAT,
-        "version": ADAPTER_VERSION,
-        "lora": dict(config),
-        "meta": dict(meta or {}),
-        "state_dict": lora_state_dict(module),
-    }
-    with atomic_path(path) as tmp:
-        torch.save(payload, tmp)
+    payload = {"lora": dict(config), "meta": dict(meta or {}), "state_dict": lora_state_dict(module)}
+    save_torch_file(path, ADAPTER_FORMAT, ADAPTER_VERSION, payload)
 
 
 def read_adapter(path: str | Path) -> dict[str, Any]:
     """Read and check an adapter file written by :func:`save_adapter`."""
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(path, "adapter file not found")
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - any unpickling failure means "not our file"
-        raise CheckpointError(path, f"not a readable adapter file ({type(exc).__name__})") from exc
-    if not isinstance(payload, dict) or payload.get("format") != ADAPTER_FORMAT:
-        raise CheckpointError(path, "not a DuPLUS LoRA adapter file")
-    if payload.get("version") != ADAPTER_VERSION:
-        raise CheckpointError(path, f"unsupported adapter version {payload.get('version')!r}")
-    return payload
+    return load_torch_file(path, ADAPTER_FORMAT, ADAPTER_VERSION, what="LoRA adapter file")
 
 
 def load_adapter(module: nn.Module, path: str | Path) -> dict[str, Any]:
@@ -326,8 +308,8 @@ def load_adapter(module: nn.Module, path: str | Path) -> dict[str, Any]:
 def _delta_weight(layer: Any, adapter: str) -> torch.Tensor:
     """``scaling * B @ A`` for a LoRA Linear or Conv layer.
 
-    Computed here rather than by peft's ``merge()``, which in peft 0.21 fails on 1x1x1 (and
-    ``(1, 1, k)``) Conv3d kernels (huggingface/peft#3768). For a convolution, ``lora_A`` has the
+    Computed here rather than by peft's ``merge()``, which fails on 1x1x1 (and ``(1, 1, k)``)
+    Conv3d kernels (huggingface/peft#3768). For a convolution, ``lora_A`` has the
     base kernel and ``lora_B`` is 1x1, so their composition is a channel mix of ``A``'s kernel.
     """
     a = layer.lora_A[adapter].weight.float()

@@ -29,7 +29,7 @@ from duplus.adapt.router import PromptRouter, task_prompts
 from duplus.adapt.scoped import ScopedDuPLUS
 from duplus.config import TrainConfig, to_dict
 from duplus.data.label_space import LabelSpace
-from duplus.data.preprocess import PreparedDataset
+from duplus.data.prepared import PreparedDataset
 from duplus.errors import CheckpointError, ConfigError
 from duplus.training.trainer import LAST, Trainer
 
@@ -48,32 +48,29 @@ _BACKBONE = ("encoder.", "decoder.")
 _QUERY_VALUE = ("query", "value", "q_proj", "v_proj")
 
 
+_SCHEDULE_FIELDS = tuple(
+    f.name
+    for f in dataclasses.fields(AdaptConfig)
+    if f.name in {g.name for g in dataclasses.fields(TrainConfig)}
+    and f.name not in ("datasets", "cache_dir", "patch_size", "threads")
+)
+"""The settings an adaptation shares with training by name (schedule, sampling, validation, device)."""
+
+
 def build_adapt_train_config(
     cfg: AdaptConfig, base_cfg: TrainConfig, base_patch_size: list[int]
 ) -> TrainConfig:
     """The training config of an adaptation: the base run's network, text encoder, preprocessing
-    and loss, with the new task's data and the adaptation's schedule."""
+    and loss, with the new task's data and the adaptation's schedule (every setting the two
+    configs share by name comes from the adaptation)."""
     return dataclasses.replace(
         base_cfg,
+        **{name: getattr(cfg, name) for name in _SCHEDULE_FIELDS},
         datasets=[dataclasses.replace(d) for d in cfg.datasets],
         cache_dir=cfg.cache_dir or base_cfg.cache_dir,
         patch_size=list(cfg.patch_size or base_patch_size),
-        batch_size=cfg.batch_size,
-        iterations=cfg.iterations,
-        steps_per_epoch=cfg.steps_per_epoch,
-        lr=cfg.lr,
-        weight_decay=cfg.weight_decay,
-        warmup_steps=cfg.warmup_steps,
-        ema=None,
-        augment=cfg.augment,
-        fg_oversample=cfg.fg_oversample,
-        paraphrase_t2=cfg.paraphrase_t2,
-        seed=cfg.seed,
-        val_fraction=cfg.val_fraction,
-        val_every=cfg.val_every,
-        val_max_cases=cfg.val_max_cases,
-        device=cfg.device,
         threads=cfg.threads if cfg.threads is not None else base_cfg.threads,
+        ema=None,
         tensorboard=False,
     )
 
@@ -98,7 +95,7 @@ def load_original_validation(
 
     Only the validation cases are kept (nothing is loaded into memory here).
     """
-    from duplus.data.preprocess import load_prepared, prepare_dataset, safe_name
+    from duplus.data.prepared import load_prepared, prepare_dataset, safe_name
     from duplus.data.specs import load_dataset_spec
     from duplus.training.data import split_cases, without_targets
 
@@ -387,16 +384,7 @@ class AdaptTrainer(Trainer):
             "scope": {
                 "prompts": sorted(self.prompt_cache.scope),
                 "added_targets": list(self.added_targets),
-                "datasets": [
-                    {
-                        "name": d.name,
-                        "modality": d.modality,
-                        "region": d.region,
-                        "t1": d.t1_prompt,
-                        "labels": {str(k): v for k, v in d.labels.items()},
-                    }
-                    for d in self.data.train_sets
-                ],
+                "datasets": [d.identity() for d in self.data.train_sets],
             },
             "label_space": self.label_space.to_dict(),
             "text_encoder_id": self.text_encoder.model_id,

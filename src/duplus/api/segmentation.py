@@ -100,8 +100,8 @@ def load_predictor(
         allow_download: let a checkpoint naming a hub text encoder fetch it.
     """
     from duplus.bundles.store import resolve_adapter, resolve_checkpoint
+    from duplus.checkpoint import load_checkpoint
     from duplus.inference.predictor import Predictor
-    from duplus.training.checkpoint import load_checkpoint
 
     checkpoint = resolve_checkpoint(checkpoint)
     adapter = resolve_adapter(adapter) if adapter is not None else None

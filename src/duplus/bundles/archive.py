@@ -11,7 +11,7 @@ Members (nothing else is allowed in a bundle)::
 :func:`read_bundle` checks the member list, both sha256 sums and the payload's own format header
 before it returns anything; a bundle that carries a pickle, an unknown member or modified bytes is
 refused with one line. Loading uses ``safetensors`` and ``json`` only, so it cannot run code.
-This module is a leaf (torch, safetensors, json): ``training.checkpoint`` reads bundles through it.
+This module is a leaf (torch, safetensors, json): :mod:`duplus.checkpoint` reads bundles through it.
 """
 
 from __future__ import annotations

@@ -106,7 +106,7 @@ def adapter_card(path: Path, adapter: dict[str, Any], name: str) -> dict[str, An
 def _load_source(path: Path) -> tuple[str, dict[str, Any]]:
     """``("model", checkpoint)`` or ``("adapter", adapter dict)``, both loaded weights-only."""
     from duplus.adapt.adapter_file import read_adapter_file
-    from duplus.training.checkpoint import load_checkpoint
+    from duplus.checkpoint import load_checkpoint
 
     if is_bundle(path):
         raise InputError(path, "is already a bundle; export from the checkpoint (.pt) it was made of")

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from duplus.data.preprocess import PreparedCase, PreparedDataset
+from duplus.data.prepared import PreparedCase, PreparedDataset
 from duplus.vocab import IN_CHANNELS, MODALITIES, position_grid
 
 logger = logging.getLogger(__name__)

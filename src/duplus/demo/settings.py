@@ -1,8 +1,6 @@
-"""Sizes of the demo: the full run and the ``--quick`` run.
+"""Sizes of the demo: the full run (about 10 minutes on 2 CPU cores) and the ``--quick`` run.
 
-The full run took 557 s on 2 idle Intel Xeon cores (the fastest machine we had), 299 s of it the
-1500 adaptation steps; with 600 adaptation steps it took 333 s there, 347 s on 2 AMD EPYC cores and
-928-947 s on the slowest (Intel) machine.
+What each size was chosen from is in ``docs/EXPERIMENTS.md``.
 """
 
 from __future__ import annotations
@@ -15,26 +13,19 @@ from duplus.errors import ConfigError
 
 @dataclass
 class DemoSettings:
-    # training cases per phantom dataset: on 40 extra test cases (8 per trained dataset) the
-    # organs scored 0.866 after training on 20, 0.852 on 12 (8 had been ~0.01 below 12)
-    cases: int = 20
+    cases: int = 20  # training cases per phantom dataset
     test_cases: int = 2  # held-out cases per dataset
     shape: int = 96  # phantom grid (96 mm field of view)
     cohort: int = 160  # patients in the prognosis cohort
     cohort_shape: int = 48
-    # 900 steps: 2.3-3 min of training on 2 idle AMD or fast Intel cores, 6-7.5 on the slow Intel ones
     iterations: int = 900
     steps_per_epoch: int = 225
     patch_size: list[int] = field(default_factory=lambda: [40, 40, 40])
     val_every: int = 2
-    # The adaptation set (Task02, the pancreas). On 48 held-out cases (numbers 97-144), from the
-    # demo base: 36 cases, 600 steps, lr 0.003 -> 0.727; 96 cases, 600 steps -> 0.721 (24 of
-    # them); 96 cases, 1500 steps -> 0.758; and lr 0.006 -> 0.768 (seed 1: 0.767). 36 cases with
-    # 1500 steps at lr 0.006 -> 0.745 (sd 0.13): the longer run needs the larger set.
-    adapt_cases: int = 96
+    adapt_cases: int = 96  # the adaptation set (Task02, the pancreas): longer runs need more cases
     adapt_test_cases: int = 24
     adapt_val_fraction: float = 0.1  # 10 of the 96 cases validate the adapter, all of them
-    adapt_iterations: int = 1500  # about 5 min on the fast Intel machine
+    adapt_iterations: int = 1500
     adapt_lr: float = 0.006
     # task-scoped (the default network_scope): the original targets keep the base network
     adapt_train: list[str] = field(default_factory=lambda: ["text_lora", "head", "backbone_lora"])

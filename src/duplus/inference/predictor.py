@@ -18,11 +18,11 @@ from typing import Any
 import numpy as np
 import torch
 
+from duplus.checkpoint import load_checkpoint
 from duplus.config import ModelConfig, PreprocessConfig, TextConfig, from_dict
 from duplus.data.io import Volume
 from duplus.data.label_space import LabelSpace, canonical_target, is_known_target, nearest_known_target
 from duplus.errors import CheckpointError, ConfigError, DuplusError, InputError
-from duplus.training.checkpoint import load_checkpoint
 from duplus.vocab import IN_CHANNELS, MODALITY_CHANNELS, modality_index, normalise_modality
 
 logger = logging.getLogger(__name__)
@@ -314,7 +314,7 @@ class Predictor:
 
         Raises:
             InputError: ``tta`` with a model trained without mirroring: mirrored copies would be
-                out of its distribution (an adapted pancreas fell from Dice 0.64 to 0.14).
+                out of its distribution.
         """
         from duplus.data.preprocess import preprocess_case
         from duplus.data.resample import resample_to_grid

@@ -82,13 +82,13 @@ def compute_cohort_features(
     """
     import torch
 
+    from duplus.checkpoint import load_checkpoint
     from duplus.inference.predictor import Predictor
     from duplus.prognosis.features import (
         extract_image_features,
         load_matching_feature_cache,
         save_feature_cache,
     )
-    from duplus.training.checkpoint import load_checkpoint
     from duplus.vocab import t1_prompt
 
     ckpt = load_checkpoint(checkpoint)
@@ -144,7 +144,7 @@ def _features_fingerprint(
 
 
 def hecktor_cases(folder: str | Path, split: str = "training") -> list[tuple[str, list[Path], Path | None]]:
-    from duplus.data.hecktor import read_hecktor_spec
+    from duplus.data.specs.hecktor import read_hecktor_spec
 
     spec = read_hecktor_spec(folder)
     records = spec.training if split == "training" else spec.test

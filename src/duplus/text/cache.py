@@ -17,8 +17,8 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from duplus.checkpoint import load_torch_file, save_torch_file
 from duplus.errors import InputError
-from duplus.fileio import atomic_path
 from duplus.text.encoder import TextEncoder
 
 CACHE_FORMAT = "duplus-embedding-cache"
@@ -95,15 +95,12 @@ class EmbeddingCache:
             entry["texts"].append(text)  # type: ignore[attr-defined]
             entry["rows"].append(row)  # type: ignore[attr-defined]
         payload = {
-            "format": CACHE_FORMAT,
-            "version": CACHE_VERSION,
             "entries": {
                 ns: {"texts": e["texts"], "embeddings": torch.stack(e["rows"])}  # type: ignore[arg-type]
                 for ns, e in entries.items()
             },
         }
-        with atomic_path(path) as tmp:
-            torch.save(payload, tmp)
+        save_torch_file(path, CACHE_FORMAT, CACHE_VERSION, payload)
 
     def load(self, path: str | Path) -> int:
         """Merge the entries saved in ``path`` into this cache; returns how many were read.
@@ -112,16 +109,7 @@ class EmbeddingCache:
             InputError: a missing file or one that is not an embedding cache.
         """
         path = Path(path)
-        if not path.is_file():
-            raise InputError(path, "embedding cache file not found")
-        try:
-            payload = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as exc:  # pickle/zip errors vary by torch version
-            raise InputError(path, f"not a readable embedding cache ({type(exc).__name__})") from exc
-        if not isinstance(payload, dict) or payload.get("format") != CACHE_FORMAT:
-            raise InputError(path, "not a DuPLUS embedding cache")
-        if payload.get("version") != CACHE_VERSION:
-            raise InputError(path, f"embedding cache version {payload.get('version')} is not supported")
+        payload = load_torch_file(path, CACHE_FORMAT, CACHE_VERSION, what="embedding cache", error=InputError)
         count = 0
         for ns, entry in payload.get("entries", {}).items():
             texts, emb = entry.get("texts"), entry.get("embeddings")

@@ -14,7 +14,7 @@ import numpy as np
 from torch.utils.data import DataLoader, Subset
 
 from duplus.config import TrainConfig
-from duplus.data.preprocess import PreparedCase, PreparedDataset, load_prepared, prepare_dataset
+from duplus.data.prepared import PreparedCase, PreparedDataset, load_prepared, prepare_dataset
 from duplus.data.sampling import PatchDataset, collate_partial, load_case_arrays
 from duplus.data.specs import load_dataset_spec
 from duplus.errors import ConfigError
@@ -167,6 +167,6 @@ def build_training_data(
 
 
 def _cache_name(name: str) -> str:
-    from duplus.data.preprocess import safe_name
+    from duplus.data.prepared import safe_name
 
     return safe_name(name)

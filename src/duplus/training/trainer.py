@@ -8,7 +8,6 @@ Data, losses, optimisers and checkpoints live in their own modules.
 from __future__ import annotations
 
 import csv
-import dataclasses
 import io
 import logging
 import math
@@ -21,6 +20,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from duplus.checkpoint import capture_rng_state, load_checkpoint, restore_rng_state, save_checkpoint
 from duplus.config import TrainConfig, save_config, to_dict
 from duplus.data.label_space import LabelSpace
 from duplus.data.sampling import target_masks
@@ -30,7 +30,6 @@ from duplus.fileio import write_text_atomic
 from duplus.inference.sliding import predict_volume_logits
 from duplus.losses.segmentation import PartialLabelDiceBCELoss
 from duplus.training import distributed as dist_utils
-from duplus.training.checkpoint import capture_rng_state, load_checkpoint, restore_rng_state, save_checkpoint
 from duplus.training.data import TrainingData, build_training_data
 
 logger = logging.getLogger(__name__)
@@ -337,16 +336,7 @@ class Trainer:
             "preprocess": to_dict(cfg.preprocess),
             "patch_size": list(cfg.patch_size),
             "label_space": self.label_space.to_dict(),
-            "datasets": [
-                {
-                    "name": d.name,
-                    "modality": d.modality,
-                    "region": d.region,
-                    "t1": d.t1_prompt,
-                    "labels": {str(k): v for k, v in d.labels.items()},
-                }
-                for d in self.data.train_sets
-            ],
+            "datasets": [d.identity() for d in self.data.train_sets],
             "train_config": to_dict(cfg),
             "step": self.step,
             "best_metric": self.best_metric,
@@ -418,7 +408,3 @@ def summarise_dice(metrics: dict[str, float]) -> dict[str, float]:
         out["dice/organs"] = float(np.mean(organs))
         out["dice/lesions"] = float(np.mean(lesions))
     return out
-
-
-def replace_config(cfg: TrainConfig, **changes: Any) -> TrainConfig:
-    return dataclasses.replace(cfg, **changes)
