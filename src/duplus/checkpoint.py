@@ -106,7 +106,7 @@ def load_torch_file(
             kind of file, or a newer format; for a ``.duplus`` bundle also a pickle or unknown member
             inside or bytes that differ from its sha256 sums.
     """
-    from duplus.bundles.archive import is_bundle
+    from duplus.bundle_file import is_bundle
 
     path = Path(path)
     if not path.is_file():
@@ -152,7 +152,7 @@ def _load_bundle(
     map_location: str | torch.device,
 ) -> dict[str, Any]:
     """The payload of a ``.duplus`` bundle (safetensors + JSON, verified), checked like a ``.pt``."""
-    from duplus.bundles.archive import read_bundle
+    from duplus.bundle_file import read_bundle
 
     bundle = read_bundle(path)
     data = bundle.payload

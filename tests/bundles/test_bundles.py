@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from duplus.bundles.archive import CARD, PAYLOAD, WEIGHTS, checkpoint_identities, file_sha256, read_bundle
+from duplus.bundle_file import CARD, PAYLOAD, WEIGHTS, checkpoint_identities, file_sha256, read_bundle
 from duplus.bundles.export import export_bundle
 from duplus.bundles.store import import_bundle, list_models, resolve_checkpoint
 from duplus.checkpoint import load_checkpoint, save_checkpoint

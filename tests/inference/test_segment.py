@@ -123,3 +123,34 @@ def load_like(case):
 
 def dice(a: np.ndarray, b: np.ndarray) -> float:
     return float(2 * (a & b).sum() / max(a.sum() + b.sum(), 1))
+
+
+def _readme_python_example() -> str:
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
+    start = readme.index("```python\n") + len("```python\n")
+    return readme[start : readme.index("```", start)]
+
+
+def test_the_readme_python_example_equals_the_cli(tmp_path, trained, monkeypatch):
+    """The README's Python example runs as written, and its masks equal ``duplus segment``'s."""
+    import shutil
+
+    case = make_phantom_case(5, kind="abdomen", modality="CT", shape=(40, 40, 40), spacing=(2.0, 2.0, 2.0))
+    save_nifti(case.image, case.affine, tmp_path / "ct.nii.gz")
+    shutil.copyfile(trained, tmp_path / "model.pt")
+    monkeypatch.chdir(tmp_path)
+    namespace: dict = {}
+    exec(compile(_readme_python_example(), "README.md", "exec"), namespace)  # noqa: S102 - our own README
+    result = namespace["result"]
+    assert main(["segment", "-i", "ct.nii.gz", "-o", "cli", "-c", "model.pt", "--modality", "CT",
+                 "--region", "abdomen", "--targets", "liver", "spleen", "-q"]) == 0  # fmt: skip
+    for target in ("liver", "spleen"):
+        cli = nib.load(str(tmp_path / "cli" / "ct" / f"{target}.nii.gz"))
+        api = result.masks[target]
+        np.testing.assert_array_equal(np.asarray(api.dataobj), np.asarray(cli.dataobj))
+        np.testing.assert_allclose(api.affine, cli.affine)
+    assert np.asarray(result.masks["liver"].dataobj).sum() > 0
+    saved = nib.load(str(tmp_path / "liver.nii.gz"))
+    np.testing.assert_array_equal(np.asarray(saved.dataobj), np.asarray(result.masks["liver"].dataobj))
+    label_map = np.asarray(nib.load(str(tmp_path / "labels.nii.gz")).dataobj)
+    assert set(np.unique(label_map)) <= {0, 1, 2} and result.labels == {1: "liver", 2: "spleen"}

@@ -33,7 +33,7 @@ from torch import nn
 from duplus.adapt.lora import apply_lora, has_lora, lora_state_dict, merge_lora
 from duplus.adapt.router import PromptRouter
 from duplus.adapt.scoped import ScopedDuPLUS
-from duplus.bundles.archive import file_sha256
+from duplus.bundle_file import file_sha256
 from duplus.checkpoint import load_torch_file, save_torch_file
 from duplus.errors import CheckpointError
 
@@ -82,7 +82,7 @@ def check_base_checkpoint(adapter: dict[str, Any], adapter_path: Path, base_chec
     Raises:
         CheckpointError: a different checkpoint (its message names both files).
     """
-    from duplus.bundles.archive import checkpoint_identities
+    from duplus.bundle_file import checkpoint_identities
 
     recorded = adapter.get("base_checkpoint", {})
     if base_checkpoint is None:

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 from duplus.adapt.adapter_file import adapt_for_inference, apply_adapter_file, merge_adapter
 from duplus.adapt.config import AdaptConfig, resolve_adapt_config
 from duplus.adapt.report import compute_forgetting, summary_lines, write_report
-from duplus.bundles.archive import checkpoint_identity
+from duplus.bundle_file import checkpoint_identity
 from duplus.config import TrainConfig, from_dict, save_config
 from duplus.errors import CheckpointError, ConfigError
 from duplus.fileio import OutputFolder

@@ -25,10 +25,10 @@ from typing import TYPE_CHECKING, Any
 import nibabel as nib
 import numpy as np
 
+from duplus.api.clinical_outputs import ClinicalOutputs
 from duplus.data.io import Volume, is_nifti, load_channels, load_image, volume_from_image
 from duplus.errors import InputError
 from duplus.fileio import OutputFolder
-from duplus.inference.clinical import ClinicalOutputs
 
 if TYPE_CHECKING:
     from duplus.inference.predictor import Prediction, Predictor
@@ -358,15 +358,12 @@ def segment_files(
     ``allow_uneven`` resamples a stack with missing slices, uneven spacing or gantry tilt instead
     of refusing it. ``output_type="dicom-seg"`` writes ``<case>.seg.dcm`` instead of the NIfTI
     masks; ``statistics`` writes ``statistics.csv``; ``preview`` a ``<case>_preview.png`` each
-    (:mod:`duplus.inference.clinical`).
+    (:mod:`duplus.api.clinical_outputs`).
 
     Returns:
         The files and folders written.
     """
     from tqdm.auto import tqdm
-
-    from duplus.data.io import save_nifti
-    from duplus.inference.postprocess import write_multilabel, write_per_target
 
     modality, region, cleaned = check_segment_options(
         modality, region, targets, overlap, sw_batch_size, threshold
@@ -398,29 +395,16 @@ def segment_files(
                 tta=tta,
                 threshold=threshold,
             )
-            with folder.staging_folder() as stage:
-                staged: dict[str, Path] = {}
-                if not clinical.writes_nifti_masks:
-                    pass
-                elif ml:
-                    write_multilabel(stage, case, pred.targets, pred.masks, pred.affine, pred.prompts)
-                    staged = {
-                        f"{case}.nii.gz": stage / f"{case}.nii.gz",
-                        "labels.json": stage / "labels.json",
-                    }
-                else:
-                    write_per_target(stage / "masks", pred.targets, pred.masks, pred.affine)
-                    staged = {case: stage / "masks"}
-                for extra in clinical.write_case(
-                    stage, case, volume, pred.targets, pred.masks, pred.probabilities, modality
-                ):
-                    staged[extra.name] = extra
-                if save_probabilities:
-                    name = f"{case}{PROBABILITIES_SUFFIX}"
-                    staged[name] = save_nifti(
-                        pred.probabilities.astype(np.float32), pred.affine, stage / name
-                    )
-                written.extend(folder.install(src, folder.root / name) for name, src in staged.items())
+            written += _write_case(
+                folder,
+                case,
+                volume,
+                pred,
+                modality,
+                ml=ml,
+                save_probabilities=save_probabilities,
+                clinical=clinical,
+            )
             logger.info(
                 "%s: %s",
                 case,
@@ -430,3 +414,38 @@ def segment_files(
             )
         written.extend(clinical.finish(folder.root))
     return written
+
+
+def _write_case(
+    folder: OutputFolder,
+    case: str,
+    volume: Volume,
+    pred: Prediction,
+    modality: str,
+    *,
+    ml: bool,
+    save_probabilities: bool,
+    clinical: ClinicalOutputs,
+) -> list[Path]:
+    """Assemble one case's outputs in a staging folder, then move them into place."""
+    from duplus.data.io import save_nifti
+    from duplus.inference.postprocess import write_multilabel, write_per_target
+
+    with folder.staging_folder() as stage:
+        staged: dict[str, Path] = {}
+        if not clinical.writes_nifti_masks:
+            pass  # dicom-seg: the SEG below holds the masks
+        elif ml:
+            write_multilabel(stage, case, pred.targets, pred.masks, pred.affine, pred.prompts)
+            staged = {f"{case}.nii.gz": stage / f"{case}.nii.gz", "labels.json": stage / "labels.json"}
+        else:
+            write_per_target(stage / "masks", pred.targets, pred.masks, pred.affine)
+            staged = {case: stage / "masks"}
+        for extra in clinical.write_case(
+            stage, case, volume, pred.targets, pred.masks, pred.probabilities, modality
+        ):
+            staged[extra.name] = extra
+        if save_probabilities:
+            name = f"{case}{PROBABILITIES_SUFFIX}"
+            staged[name] = save_nifti(pred.probabilities.astype(np.float32), pred.affine, stage / name)
+        return [folder.install(src, folder.root / name) for name, src in staged.items()]

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from duplus import __version__
-from duplus.bundles.archive import (
+from duplus.bundle_file import (
     BUNDLE_SUFFIX,
     STORAGE_DTYPES,
     file_sha256,

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from duplus.bundles.archive import BUNDLE_SUFFIX, read_bundle, read_card
+from duplus.bundle_file import BUNDLE_SUFFIX, read_bundle, read_card
 from duplus.errors import CheckpointError, InputError
 
 logger = logging.getLogger(__name__)

@@ -46,7 +46,7 @@ from pydicom.dataset import Dataset
 from pydicom.errors import BytesLengthException
 
 from duplus.data.dicom_geometry import StackGeometry, analyse_stack, regrid_stack
-from duplus.data.io import Volume, check_affine
+from duplus.data.volume import Volume, check_affine
 from duplus.errors import InputError
 from duplus.limits import check_voxels
 

@@ -1,7 +1,7 @@
 """Image I/O that never loses the affine.
 
-Every image in DuPLUS is a :class:`Volume`: a channel-first float array ``(C, I, J, K)`` in the
-file's voxel order plus the 4x4 voxel-to-world (RAS+ mm) affine. NIfTI files and DICOM series
+Every image in DuPLUS is a :class:`~duplus.data.volume.Volume`: a channel-first float array
+``(C, I, J, K)`` in the file's voxel order plus the 4x4 voxel-to-world (RAS+ mm) affine. NIfTI files and DICOM series
 (:mod:`duplus.data.dicom`) read into the same form; outputs are written as NIfTI with the affine
 they came with.
 """
@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import gzip
 import zlib
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 
+from duplus.data.volume import Volume, check_affine
 from duplus.errors import InputError
 from duplus.fileio import atomic_path
 from duplus.limits import check_voxels
@@ -23,48 +23,8 @@ from duplus.limits import check_voxels
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
 
 
-@dataclass
-class Volume:
-    """A 3D image with channels.
-
-    Attributes:
-        array: ``(C, I, J, K)`` voxel data (channels first, spatial axes in file order).
-        affine: ``(4, 4)`` voxel-to-world matrix (RAS+, millimetres).
-        path: where it was read from, for error messages.
-    """
-
-    array: np.ndarray
-    affine: np.ndarray
-    path: Path | None = None
-    meta: dict = field(default_factory=dict)
-
-    @property
-    def spatial_shape(self) -> tuple[int, int, int]:
-        return tuple(int(s) for s in self.array.shape[1:4])  # type: ignore[return-value]
-
-    @property
-    def spacing(self) -> np.ndarray:
-        """Voxel size in mm along each array axis, ``(3,)``."""
-        return np.sqrt((self.affine[:3, :3] ** 2).sum(axis=0))
-
-    @property
-    def num_channels(self) -> int:
-        return int(self.array.shape[0])
-
-
 def is_nifti(path: str | Path) -> bool:
     return str(path).lower().endswith(NIFTI_SUFFIXES)
-
-
-def check_affine(path: Path, affine: np.ndarray) -> None:
-    """Refuse an affine that is not finite, has a zero voxel size or is singular (naming ``path``)."""
-    if affine.shape != (4, 4) or not np.all(np.isfinite(affine)):
-        raise InputError(path, "affine is not a finite 4x4 matrix")
-    spacing = np.sqrt((affine[:3, :3] ** 2).sum(axis=0))
-    if np.any(spacing <= 1e-6):
-        raise InputError(path, f"zero or negative voxel spacing {tuple(np.round(spacing, 4))}")
-    if abs(np.linalg.det(affine[:3, :3])) < 1e-9:
-        raise InputError(path, "affine is singular (degenerate voxel axes)")
 
 
 def _raw_pixdim(path: Path, img: nib.Nifti1Image | nib.Nifti2Image) -> np.ndarray:

@@ -318,11 +318,9 @@ class Predictor:
         """
         from duplus.data.preprocess import preprocess_case
         from duplus.data.resample import resample_to_grid
-        from duplus.inference.sliding import predict_volume_logits
-        from duplus.models.position import volume_positions
 
         modality = normalise_modality(modality, source="--modality")
-        flips = self._tta_flips() if tta else [()]
+        flips: list[tuple[int, ...]] = self._tta_flips() if tta else [()]
         targets = clean_targets(targets, exact_prompts=exact_prompts)
         warn_unfamiliar_targets(targets, self.label_space)
         n_ch = MODALITY_CHANNELS[modality]
@@ -335,41 +333,55 @@ class Predictor:
             t1 = self.prompt_cache.get([t1_override]).to(self.device)
             prompts["t1"] = t1_override
         pre = preprocess_case(volume, None, modality, self.preprocess)
-        image = np.zeros((IN_CHANNELS, *pre.image.shape[1:]), dtype=np.float32)
-        image[: pre.image.shape[0]] = pre.image
-        x = torch.from_numpy(image)[None].to(self.device)
-        index = torch.tensor([modality_index(modality)], device=self.device)
+        with torch.no_grad():
+            cond = self.model.condition(torch.tensor([modality_index(modality)], device=self.device), t1, t2)
+            prob = self._probabilities(pre.image, cond, flips, overlap=overlap, sw_batch_size=sw_batch_size)
+        prob_in = resample_to_grid(
+            prob.numpy(), pre.affine, volume.spatial_shape, volume.affine, mode="linear", padding_value=0.0
+        ).astype(np.float32)
+        masks = (prob_in >= threshold).astype(np.uint8)
+        return Prediction(
+            probabilities=prob_in, masks=masks, targets=targets, affine=volume.affine, prompts=prompts
+        )
+
+    def _probabilities(
+        self,
+        image: np.ndarray,
+        cond: Any,
+        flips: list[tuple[int, ...]],
+        *,
+        overlap: float,
+        sw_batch_size: int,
+    ) -> torch.Tensor:
+        """``(K, D, H, W)`` sigmoid probabilities of a preprocessed ``image (C, D, H, W)`` on its own
+        grid, averaged over the mirrored copies ``flips`` (``[()]``: the image as is)."""
+        from duplus.inference.sliding import predict_volume_logits
+        from duplus.models.position import volume_positions
+
+        padded = np.zeros((IN_CHANNELS, *image.shape[1:]), dtype=np.float32)
+        padded[: image.shape[0]] = image
+        x = torch.from_numpy(padded)[None].to(self.device)
         # a mirrored copy keeps each voxel's true position (positions flip with the image)
         position = (
             volume_positions(x.shape[2:], self.device)
             if getattr(self.model, "head_position", False)
             else None
         )
-        with torch.no_grad():
-            cond = self.model.condition(index, t1, t2)
-            prob = torch.zeros((1, len(targets), *x.shape[2:]), dtype=torch.float32)
-            for dims in flips:
-                xi = torch.flip(x, dims) if dims else x
-                logits = predict_volume_logits(
-                    self.model,
-                    xi,
-                    cond,
-                    self.patch_size,
-                    overlap=overlap,
-                    sw_batch_size=sw_batch_size,
-                    device="cpu",
-                    position=torch.flip(position, dims) if dims and position is not None else position,
-                )
-                p = torch.sigmoid(logits.float())
-                prob += torch.flip(p, dims) if dims else p
-            prob /= len(flips)
-        prob_in = resample_to_grid(
-            prob[0].numpy(), pre.affine, volume.spatial_shape, volume.affine, mode="linear", padding_value=0.0
-        ).astype(np.float32)
-        masks = (prob_in >= threshold).astype(np.uint8)
-        return Prediction(
-            probabilities=prob_in, masks=masks, targets=targets, affine=volume.affine, prompts=prompts
-        )
+        prob = torch.zeros((cond.num_targets, *x.shape[2:]), dtype=torch.float32)
+        for dims in flips:
+            logits = predict_volume_logits(
+                self.model,
+                torch.flip(x, dims) if dims else x,
+                cond,
+                self.patch_size,
+                overlap=overlap,
+                sw_batch_size=sw_batch_size,
+                device="cpu",
+                position=torch.flip(position, dims) if dims and position is not None else position,
+            )
+            p = torch.sigmoid(logits.float())
+            prob += (torch.flip(p, dims) if dims else p)[0]
+        return prob / len(flips)
 
     def _tta_flips(self) -> list[tuple[int, ...]]:
         """The flipped dims of the ``(1, C, D, H, W)`` input for each TTA copy (``()``: as is)."""

@@ -1,12 +1,12 @@
 """The clinical outputs of ``duplus segment`` beside the NIfTI masks: DICOM-SEG, statistics, previews.
 
-:class:`ClinicalOutputs` is what ``run_segment`` drives: :meth:`ClinicalOutputs.check` before any
+:class:`ClinicalOutputs` is what :func:`duplus.api.segmentation.segment_files` drives: :meth:`ClinicalOutputs.check` before any
 heavy work, :meth:`ClinicalOutputs.write_case` per case (into the case's staging folder or the
 output folder), and :meth:`ClinicalOutputs.finish` once at the end. Files, in the output folder::
 
     <case>.seg.dcm          output_type "dicom-seg" (instead of the NIfTI masks; DICOM input only)
     <case>_preview.png      preview: an axial and a coronal slice with the masks in colour
-    statistics.csv          statistics: one row per case and target (:mod:`.statistics`)
+    statistics.csv          statistics: one row per case and target (:mod:`duplus.inference.statistics`)
 """
 
 from __future__ import annotations
