@@ -51,7 +51,9 @@ def ct_series(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-unty
 
     case = make_phantom_case(3, "abdomen", "CT", shape=(16, 16, 8), spacing=(2.0, 2.0, 4.0))
     hu = np.rint(case.image)
-    stored = np.stack([(hu[:, :, k].T + 1024).clip(0, 4000) for k in range(8)]).astype(np.uint16)
+    # the phantom's i, j run to the right and anterior (RAS); DICOM columns and rows of an axial
+    # slice run to the left and posterior (LPS): flip both so the series shows the same patient
+    stored = np.stack([(hu[::-1, ::-1, k].T + 1024).clip(0, 4000) for k in range(8)]).astype(np.uint16)
     folder = tmp_path_factory.mktemp("dicom") / "ct1"
     return dicom_series.write_series(
         folder, depths=[4.0 * k for k in range(8)], pixel_spacing=(2.0, 2.0), values=stored
