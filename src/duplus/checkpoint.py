@@ -103,11 +103,16 @@ def load_torch_file(
 
     Raises:
         ``error``: missing file, not a torch file, pickled code (refused by ``weights_only``), another
-            kind of file, or a newer format.
+            kind of file, or a newer format; for a ``.duplus`` bundle also a pickle or unknown member
+            inside or bytes that differ from its sha256 sums.
     """
+    from duplus.bundle_file import is_bundle
+
     path = Path(path)
     if not path.is_file():
         raise error(path, f"{what} not found")
+    if is_bundle(path):
+        return _load_bundle(path, kind, version, what=what, error=error, map_location=map_location)
     try:
         data = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as exc:
@@ -125,6 +130,41 @@ def load_torch_file(
     if found > version:
         raise error(path, f"{what} format {found} is newer than this duplus reads ({version})")
     return data
+
+
+def _to_device(obj: Any, device: str | torch.device) -> Any:
+    if isinstance(obj, torch.Tensor):
+        return obj.to(device)
+    if isinstance(obj, dict):
+        return {k: _to_device(v, device) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_to_device(v, device) for v in obj]
+    return obj
+
+
+def _load_bundle(
+    path: Path,
+    kind: str,
+    version: int,
+    *,
+    what: str,
+    error: type[InputError],
+    map_location: str | torch.device,
+) -> dict[str, Any]:
+    """The payload of a ``.duplus`` bundle (safetensors + JSON, verified), checked like a ``.pt``."""
+    from duplus.bundle_file import read_bundle
+
+    bundle = read_bundle(path)
+    data = bundle.payload
+    if data.get("format") != kind:
+        held = {"model": "a model", "adapter": "an adapter"}.get(
+            str(bundle.card.get("kind")), "something else"
+        )
+        raise error(path, f"is a bundle of {held}, not a {what}")
+    found = int(data.get("format_version") or 0)
+    if found > version:
+        raise error(path, f"{what} format {found} is newer than this duplus reads ({version})")
+    return data if str(map_location) == "cpu" else _to_device(data, map_location)
 
 
 def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> Path:
@@ -148,7 +188,7 @@ def check_finite_weights(state: dict[str, Any], path: str | Path) -> None:
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Load a DuPLUS model checkpoint safely.
+    """Load a DuPLUS model checkpoint safely: a ``.pt`` file or a ``.duplus`` model bundle.
 
     Raises:
         CheckpointError: missing file, not a torch file, a file carrying pickled code, a torch file

@@ -21,6 +21,11 @@ from duplus.errors import DuplusError
 
 logger = logging.getLogger("duplus")
 
+CHECKPOINT_HELP = (
+    "checkpoint (.pt), model bundle (.duplus), run folder (checkpoint_best.pt, else checkpoint_last.pt) "
+    "or the NAME of an installed model (`duplus models`)"
+)
+
 
 # ---------------------------------------------------------------------- commands
 def _dataset_cases(text: str) -> tuple[str, int, int | None]:
@@ -112,6 +117,11 @@ def cmd_segment(args: argparse.Namespace) -> int:
         threshold=args.threshold,
         allow_download=args.allow_download,
         progress=not args.quiet,
+        series_uid=args.series_uid,
+        allow_uneven=args.allow_uneven,
+        output_type=args.output_type,
+        statistics=args.statistics,
+        preview=args.preview,
     )
     print(f"{len(written)} output(s) written to {args.output}")
     return 0
@@ -136,9 +146,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 def cmd_adapt(args: argparse.Namespace) -> int:
     from duplus.adapt.api import adapt_checkpoint
     from duplus.adapt.report import summary_lines
+    from duplus.bundles.store import resolve_checkpoint
 
     report = adapt_checkpoint(
-        args.checkpoint, args.config, args.out, merge=args.merge, progress=not args.quiet
+        resolve_checkpoint(args.checkpoint), args.config, args.out, merge=args.merge, progress=not args.quiet
     )
     for line in summary_lines(report):
         print(line)
@@ -146,9 +157,56 @@ def cmd_adapt(args: argparse.Namespace) -> int:
 
 
 def cmd_prognosis(args: argparse.Namespace) -> int:
+    from duplus.bundles.store import resolve_checkpoint
     from duplus.prognosis.api import run_prognosis_command
 
+    if args.checkpoint:
+        args.checkpoint = str(resolve_checkpoint(args.checkpoint))
     run_prognosis_command(args)
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from duplus.bundles.export import export_bundle
+    from duplus.bundles.store import resolve_checkpoint
+
+    path = export_bundle(resolve_checkpoint(args.checkpoint), args.output, dtype=args.dtype, name=args.name)
+    print(f"bundle written to {path} ({path.stat().st_size / 1e6:.2f} MB)")
+    return 0
+
+
+def cmd_import(args: argparse.Namespace) -> int:
+    from duplus.bundles.store import import_bundle
+
+    model = import_bundle(args.bundle, name=args.name, overwrite=args.overwrite)
+    print(
+        f"installed {model.card.get('kind', 'model')} {model.name!r} in {model.path.parent}; use it with -c {model.name}"
+    )
+    return 0
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    from duplus.bundles.store import list_models, models_dir
+
+    models = list_models()
+    if not models:
+        print(f"no models installed in {models_dir()} (duplus import BUNDLE installs one)")
+    for m in models:
+        card = m.card
+        where = "packaged" if m.packaged else "installed"
+        if card.get("kind") == "damaged":
+            print(f"{m.name}\t{where}\tdamaged: {card.get('error')}")
+            continue
+        dice = (card.get("validation") or {}).get("dice/mean")
+        what = (
+            f"preset {card.get('preset')}"
+            if card.get("kind") == "model"
+            else f"adapter for {str((card.get('base') or {}).get('sha256'))[:12]}"
+        )
+        print(
+            f"{m.name}\t{where}\t{what}\ttargets: {', '.join(card.get('targets', [])) or '-'}"
+            + (f"\tvalidation Dice {dice:.3f}" if isinstance(dice, int | float) else "")
+        )
     return 0
 
 
@@ -235,16 +293,22 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = add("segment", "segment NIfTI/DICOM images for targets named by text", cmd_segment)
     p.add_argument(
-        "-i", "--input", required=True, help="NIfTI file, folder of NIfTI files, or DICOM series folder"
+        "-i",
+        "--input",
+        required=True,
+        help="NIfTI file, folder of NIfTI files, DICOM series folder, or .zip of a DICOM series",
     )
     p.add_argument("-o", "--output", required=True, help="output folder")
-    p.add_argument("-c", "--checkpoint", required=True, help="DuPLUS checkpoint (.pt)")
+    p.add_argument("-c", "--checkpoint", required=True, help=CHECKPOINT_HELP)
     p.add_argument("--modality", required=True, help="CT, MRI, PET or PETCT")
     p.add_argument("--region", required=True, help="body region for the T1 prompt, e.g. abdomen")
     p.add_argument(
         "--targets", nargs="+", required=True, help='target names (free text), e.g. liver "left kidney"'
     )
-    p.add_argument("--adapter", help="adapter file from `duplus adapt`")
+    p.add_argument(
+        "--adapter",
+        help="adapter from `duplus adapt`: its file, its run folder, or an installed adapter NAME",
+    )
     p.add_argument("--ml", action="store_true", help="one multi-label map per case plus labels.json")
     p.add_argument(
         "--tta",
@@ -266,6 +330,22 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="let a checkpoint that names a Hugging Face hub text encoder download it",
     )
+    p.add_argument("--series-uid", help="the DICOM series to read when the input folder holds several")
+    p.add_argument(
+        "--allow-uneven",
+        action="store_true",
+        help="resample a DICOM series with missing slices, uneven spacing or gantry tilt (refused otherwise)",
+    )
+    p.add_argument(
+        "--output-type",
+        choices=("nifti", "dicom-seg"),
+        default="nifti",
+        help="NIfTI masks (default) or one DICOM-SEG per case referencing the source series (DICOM input)",
+    )
+    p.add_argument(
+        "--statistics", action="store_true", help="write statistics.csv (volume, intensity, probability)"
+    )
+    p.add_argument("--preview", action="store_true", help="write a PNG overlay per case")
 
     p = add("evaluate", "Dice, HD95 and NSD per case and target (CSV + Markdown)", cmd_evaluate)
     p.add_argument("--pred", required=True, help="folder of predictions (per-target masks or --ml maps)")
@@ -278,7 +358,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     p = add("adapt", "parameter-efficient adaptation (frozen backbone, LoRA/head) to a new task", cmd_adapt)
-    p.add_argument("-c", "--checkpoint", required=True, help="base DuPLUS checkpoint")
+    p.add_argument("-c", "--checkpoint", required=True, help="base model: " + CHECKPOINT_HELP)
     p.add_argument("--config", required=True, help="adaptation YAML")
     p.add_argument("--out", required=True, help="run folder")
     p.add_argument("--merge", action="store_true", help="also write a standalone merged checkpoint")
@@ -298,7 +378,7 @@ def build_parser() -> argparse.ArgumentParser:
         q.add_argument("--time-col", default="RFS")
         q.add_argument("--event-col", default="Relapse")
         q.add_argument("--images", help="folder of images matched by id (generic cohort)")
-        q.add_argument("-c", "--checkpoint", help="segmentation checkpoint for image features")
+        q.add_argument("-c", "--checkpoint", help="segmentation model for image features: " + CHECKPOINT_HELP)
         q.add_argument("--mode", choices=("image", "ehr", "both"), default="both")
         q.add_argument("--config", help="prognosis YAML (PrognosisConfig)")
         q.add_argument("--out", required=True, help="output folder (train/cv) or CSV file (predict)")
@@ -309,6 +389,26 @@ def build_parser() -> argparse.ArgumentParser:
         if action == "predict":
             q.add_argument("--model", required=True, help="folder written by `duplus prognosis train`")
     p.set_defaults(func=cmd_prognosis)
+
+    p = add("export", "write a checkpoint or adapter as one .duplus bundle with a model card", cmd_export)
+    p.add_argument("-c", "--checkpoint", required=True, help=CHECKPOINT_HELP + "; or an adapter file")
+    p.add_argument("-o", "--output", required=True, help="bundle file to write (.duplus)")
+    p.add_argument(
+        "--dtype",
+        choices=("float32", "float16"),
+        default="float32",
+        help="weight storage (float16: half the size)",
+    )
+    p.add_argument("--name", help="model name in the card (default: the bundle's file name)")
+
+    p = add(
+        "import", "install a .duplus bundle under $DUPLUS_HOME/models/NAME (default ~/.duplus)", cmd_import
+    )
+    p.add_argument("bundle", help=".duplus file from `duplus export`")
+    p.add_argument("--name", help="install under this name (default: the name in its card)")
+    p.add_argument("--overwrite", action="store_true", help="replace a model of that name installed earlier")
+
+    add("models", "list installed and packaged models", cmd_models)
     return parser
 
 
@@ -322,7 +422,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S"
     )
     logging.getLogger().setLevel(level)
-    for noisy in ("transformers", "httpx", "urllib3", "matplotlib", "PIL"):
+    for noisy in ("transformers", "httpx", "urllib3", "matplotlib", "PIL", "highdicom", "openjpeg"):
         logging.getLogger(noisy).setLevel(logging.ERROR)
     logging.captureWarnings(False)  # re-installed on each call: main() may run many times in one process
     logging.captureWarnings(True)  # library warnings (numpy, MONAI, torch) go through logging

@@ -10,11 +10,11 @@ import nibabel as nib
 import numpy as np
 import pytest
 
+from duplus.data.dicom import load_dicom_series
 from duplus.data.io import (
     Volume,
     check_same_grid,
     load_channels,
-    load_dicom_series,
     load_image,
     load_nifti,
     save_nifti,
@@ -242,7 +242,7 @@ def _write_dicom_series(
 def test_dicom_series_geometry_and_values(tmp_path: Path) -> None:
     folder = tmp_path / "series"
     raw = _write_dicom_series(folder, series_uid="1.2.3.4")
-    (folder / "notes.txt").write_text("not dicom")  # skipped
+    (folder / "notes.txt").write_text("not dicom")  # passed over (a .txt file)
     vol = load_dicom_series(folder)
     # array (cols, rows, slices): i runs along x (column direction), j along y, k along z
     assert vol.array.shape == (1, 5, 4, 3)

@@ -23,7 +23,6 @@ prompts' embeddings stored as a ``prompt_overrides`` table, the label space exte
 from __future__ import annotations
 
 import copy
-import hashlib
 import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
@@ -34,6 +33,7 @@ from torch import nn
 from duplus.adapt.lora import apply_lora, has_lora, lora_state_dict, merge_lora
 from duplus.adapt.router import PromptRouter
 from duplus.adapt.scoped import ScopedDuPLUS
+from duplus.bundle_file import file_sha256
 from duplus.checkpoint import load_torch_file, save_torch_file
 from duplus.errors import CheckpointError
 
@@ -55,15 +55,6 @@ logger = logging.getLogger(__name__)
 
 ADAPTER_FILE_FORMAT = "duplus-adapter"
 ADAPTER_FILE_VERSION = 1
-
-
-def file_sha256(path: str | Path, chunk: int = 1 << 20) -> str:
-    """Hex SHA-256 of a file, read in chunks."""
-    h = hashlib.sha256()
-    with Path(path).open("rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
 
 
 def lora_entry(module: nn.Module, settings: dict[str, Any]) -> dict[str, Any]:
@@ -91,14 +82,17 @@ def check_base_checkpoint(adapter: dict[str, Any], adapter_path: Path, base_chec
     Raises:
         CheckpointError: a different checkpoint (its message names both files).
     """
+    from duplus.bundle_file import checkpoint_identities
+
     recorded = adapter.get("base_checkpoint", {})
     if base_checkpoint is None:
         logger.warning(
             "%s: base checkpoint not given; cannot verify it is %s", adapter_path, recorded.get("path")
         )
         return
-    actual = file_sha256(base_checkpoint)
-    if actual != recorded.get("sha256"):
+    identities = checkpoint_identities(base_checkpoint)  # a bundle also answers to its source's sha256
+    if recorded.get("sha256") not in identities:
+        actual = file_sha256(base_checkpoint)
         raise CheckpointError(
             adapter_path,
             f"adapter was trained on base checkpoint {recorded.get('path')} (sha256 {str(recorded.get('sha256'))[:12]}), "

@@ -11,9 +11,10 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from duplus.adapt.adapter_file import adapt_for_inference, apply_adapter_file, file_sha256, merge_adapter
+from duplus.adapt.adapter_file import adapt_for_inference, apply_adapter_file, merge_adapter
 from duplus.adapt.config import AdaptConfig, resolve_adapt_config
 from duplus.adapt.report import compute_forgetting, summary_lines, write_report
+from duplus.bundle_file import checkpoint_identity
 from duplus.config import TrainConfig, from_dict, save_config
 from duplus.errors import CheckpointError, ConfigError
 from duplus.fileio import OutputFolder
@@ -81,7 +82,7 @@ def build_adapt_trainer(
         adapt=cfg,
         base_path=base_path,
         base_ckpt=base,
-        base_sha256=file_sha256(base_path),
+        base_sha256=checkpoint_identity(base_path),
         original_config=original_cfg,
         progress=progress,
         max_steps=max_steps,

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 import nibabel as nib
 import numpy as np
 
+from duplus.api.clinical_outputs import ClinicalOutputs
 from duplus.data.io import Volume, is_nifti, load_channels, load_image, volume_from_image
 from duplus.errors import InputError
 from duplus.fileio import OutputFolder
@@ -92,14 +93,18 @@ def load_predictor(
     base checkpoint with an adapter file from ``duplus adapt``.
 
     Args:
-        checkpoint: a DuPLUS checkpoint.
-        adapter: an adapter file tied to ``checkpoint``.
+        checkpoint: a DuPLUS checkpoint, a ``.duplus`` bundle, a run folder or the name of an
+            installed model (:func:`duplus.bundles.store.resolve_checkpoint`).
+        adapter: an adapter file (or adapter bundle) tied to ``checkpoint``.
         device: ``auto`` (CUDA, then MPS, then CPU), ``cpu``, ``cuda[:N]`` or ``mps``.
         allow_download: let a checkpoint naming a hub text encoder fetch it.
     """
+    from duplus.bundles.store import resolve_adapter, resolve_checkpoint
     from duplus.checkpoint import load_checkpoint
     from duplus.inference.predictor import Predictor
 
+    checkpoint = resolve_checkpoint(checkpoint)
+    adapter = resolve_adapter(adapter) if adapter is not None else None
     if adapter is None and not load_checkpoint(checkpoint).get("prompt_overrides"):
         return Predictor.from_checkpoint(checkpoint, device=device, allow_download=allow_download)
     from duplus.adapt.adapter_file import load_adapted_predictor
@@ -226,11 +231,16 @@ def discover_cases(input_path: str | Path) -> dict[str, list[Path]]:
     """Map case names to their image files (channels in order) or to a DICOM series folder.
 
     Accepts a NIfTI file, a folder of NIfTI files (nnU-Net ``CASE_0000.nii.gz``, ``CASE_0001``...
-    are grouped as channels of one case), or a DICOM series folder. Hidden files are ignored.
+    are grouped as channels of one case), a DICOM series folder, or a ``.zip`` of a DICOM series.
+    Hidden files are ignored.
     """
+    from duplus.data.dicom import is_dicom_input
+
     path = Path(input_path)
     if not path.exists():
         raise InputError(path, "input not found")
+    if path.is_file() and is_dicom_input(path):  # a zip archive of one DICOM series
+        return {path.name[: -len(".zip")]: [path]}
     if path.is_file():
         if not is_nifti(path):
             raise InputError(
@@ -257,24 +267,35 @@ def discover_cases(input_path: str | Path) -> dict[str, list[Path]]:
     return out
 
 
-def planned_outputs(case: str, *, ml: bool, save_probabilities: bool) -> list[str]:
+def planned_outputs(
+    case: str, *, ml: bool, save_probabilities: bool, clinical: ClinicalOutputs | None = None
+) -> list[str]:
     """The names (relative to the output folder) ``segment_files`` writes for ``case``; a name
     ending in ``/`` is a folder."""
-    names = [f"{case}.nii.gz", "labels.json"] if ml else [f"{case}/"]
+    clinical = clinical or ClinicalOutputs()
+    names: list[str] = []
+    if clinical.writes_nifti_masks:
+        names = [f"{case}.nii.gz", "labels.json"] if ml else [f"{case}/"]
+    names += clinical.planned_names(case)
     if save_probabilities:
         names.append(f"{case}{PROBABILITIES_SUFFIX}")
     return names
 
 
 def _check_planned(
-    folder: OutputFolder, cases: dict[str, list[Path]], *, ml: bool, save_probabilities: bool
+    folder: OutputFolder,
+    cases: dict[str, list[Path]],
+    *,
+    ml: bool,
+    save_probabilities: bool,
+    clinical: ClinicalOutputs,
 ) -> None:
     """Before any work: no output may be or hold an input, two cases must not write the same
     file, and nothing else may be in the way."""
     inputs = [p.resolve() for files in cases.values() for p in files]
     owner: dict[str, str] = {}
     for case in cases:
-        for name in planned_outputs(case, ml=ml, save_probabilities=save_probabilities):
+        for name in planned_outputs(case, ml=ml, save_probabilities=save_probabilities, clinical=clinical):
             dest = (folder.root / name.rstrip("/")).resolve()
             for src in inputs:
                 if dest == src or dest in src.parents:
@@ -296,6 +317,8 @@ def _check_planned(
                 folder.check_write(folder.root / key)
     if ml:
         folder.check_write(folder.root / "labels.json")
+    for name in clinical.run_names():
+        folder.check_write(folder.root / name)
 
 
 def segment_files(
@@ -317,6 +340,11 @@ def segment_files(
     threshold: float = 0.5,
     allow_download: bool = False,
     progress: bool = True,
+    series_uid: str | None = None,
+    allow_uneven: bool = False,
+    output_type: str = "nifti",
+    statistics: bool = False,
+    preview: bool = False,
 ) -> list[Path]:
     """Segment a NIfTI file, a folder of them or a DICOM series; write the masks into ``output``.
 
@@ -325,6 +353,12 @@ def segment_files(
     The write rule of :class:`~duplus.fileio.OutputFolder` holds: nothing that exists is replaced
     unless ``overwrite`` and duplus wrote it; an output folder inside an input is refused. Each case
     is assembled in a staging folder and moved into place when complete.
+
+    DICOM input (a folder or ``.zip``): ``series_uid`` picks one of several series;
+    ``allow_uneven`` resamples a stack with missing slices, uneven spacing or gantry tilt instead
+    of refusing it. ``output_type="dicom-seg"`` writes ``<case>.seg.dcm`` instead of the NIfTI
+    masks; ``statistics`` writes ``statistics.csv``; ``preview`` a ``<case>_preview.png`` each
+    (:mod:`duplus.api.clinical_outputs`).
 
     Returns:
         The files and folders written.
@@ -335,12 +369,18 @@ def segment_files(
         modality, region, targets, overlap, sw_batch_size, threshold
     )
     cases = discover_cases(input)
+    clinical = ClinicalOutputs(output_type=output_type, statistics=statistics, preview=preview)
+    clinical.check(cases, multilabel=ml)
     written: list[Path] = []
     with OutputFolder(output, inputs=[input], replace_owned=overwrite) as folder:
-        _check_planned(folder, cases, ml=ml, save_probabilities=save_probabilities)
+        _check_planned(folder, cases, ml=ml, save_probabilities=save_probabilities, clinical=clinical)
         predictor: Predictor | None = None
         for case, files in tqdm(cases.items(), desc="segment", disable=not progress):
-            volume = load_channels(files) if len(files) > 1 else load_image(files[0])
+            volume = (
+                load_channels(files)
+                if len(files) > 1
+                else load_image(files[0], series_uid=series_uid, allow_uneven=allow_uneven)
+            )
             if predictor is None:  # after the first image is known to be good
                 predictor = load_predictor(
                     checkpoint, adapter=adapter, device=device, allow_download=allow_download
@@ -355,7 +395,16 @@ def segment_files(
                 tta=tta,
                 threshold=threshold,
             )
-            written += _write_case(folder, case, pred, ml=ml, save_probabilities=save_probabilities)
+            written += _write_case(
+                folder,
+                case,
+                volume,
+                pred,
+                modality,
+                ml=ml,
+                save_probabilities=save_probabilities,
+                clinical=clinical,
+            )
             logger.info(
                 "%s: %s",
                 case,
@@ -363,23 +412,39 @@ def segment_files(
                     f"{t}={int(m.sum())} voxels" for t, m in zip(pred.targets, pred.masks, strict=True)
                 ),
             )
+        written.extend(clinical.finish(folder.root))
     return written
 
 
 def _write_case(
-    folder: OutputFolder, case: str, pred: Prediction, *, ml: bool, save_probabilities: bool
+    folder: OutputFolder,
+    case: str,
+    volume: Volume,
+    pred: Prediction,
+    modality: str,
+    *,
+    ml: bool,
+    save_probabilities: bool,
+    clinical: ClinicalOutputs,
 ) -> list[Path]:
     """Assemble one case's outputs in a staging folder, then move them into place."""
     from duplus.data.io import save_nifti
     from duplus.inference.postprocess import write_multilabel, write_per_target
 
     with folder.staging_folder() as stage:
-        if ml:
+        staged: dict[str, Path] = {}
+        if not clinical.writes_nifti_masks:
+            pass  # dicom-seg: the SEG below holds the masks
+        elif ml:
             write_multilabel(stage, case, pred.targets, pred.masks, pred.affine, pred.prompts)
             staged = {f"{case}.nii.gz": stage / f"{case}.nii.gz", "labels.json": stage / "labels.json"}
         else:
             write_per_target(stage / "masks", pred.targets, pred.masks, pred.affine)
             staged = {case: stage / "masks"}
+        for extra in clinical.write_case(
+            stage, case, volume, pred.targets, pred.masks, pred.probabilities, modality
+        ):
+            staged[extra.name] = extra
         if save_probabilities:
             name = f"{case}{PROBABILITIES_SUFFIX}"
             staged[name] = save_nifti(pred.probabilities.astype(np.float32), pred.affine, stage / name)

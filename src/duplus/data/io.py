@@ -1,71 +1,30 @@
 """Image I/O that never loses the affine.
 
-Every image in DuPLUS is a :class:`Volume`: a channel-first float array ``(C, I, J, K)`` in the
-file's voxel order plus the 4x4 voxel-to-world (RAS+ mm) affine. NIfTI files and DICOM series read
-into the same form; outputs are written as NIfTI with the affine they came with.
+Every image in DuPLUS is a :class:`~duplus.data.volume.Volume`: a channel-first float array
+``(C, I, J, K)`` in the file's voxel order plus the 4x4 voxel-to-world (RAS+ mm) affine. NIfTI files and DICOM series
+(:mod:`duplus.data.dicom`) read into the same form; outputs are written as NIfTI with the affine
+they came with.
 """
 
 from __future__ import annotations
 
 import gzip
-import logging
 import zlib
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 
+from duplus.data.volume import Volume, check_affine
 from duplus.errors import InputError
 from duplus.fileio import atomic_path
 from duplus.limits import check_voxels
 
-logger = logging.getLogger(__name__)
-
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
-
-
-@dataclass
-class Volume:
-    """A 3D image with channels.
-
-    Attributes:
-        array: ``(C, I, J, K)`` voxel data (channels first, spatial axes in file order).
-        affine: ``(4, 4)`` voxel-to-world matrix (RAS+, millimetres).
-        path: where it was read from, for error messages.
-    """
-
-    array: np.ndarray
-    affine: np.ndarray
-    path: Path | None = None
-    meta: dict = field(default_factory=dict)
-
-    @property
-    def spatial_shape(self) -> tuple[int, int, int]:
-        return tuple(int(s) for s in self.array.shape[1:4])  # type: ignore[return-value]
-
-    @property
-    def spacing(self) -> np.ndarray:
-        """Voxel size in mm along each array axis, ``(3,)``."""
-        return np.sqrt((self.affine[:3, :3] ** 2).sum(axis=0))
-
-    @property
-    def num_channels(self) -> int:
-        return int(self.array.shape[0])
 
 
 def is_nifti(path: str | Path) -> bool:
     return str(path).lower().endswith(NIFTI_SUFFIXES)
-
-
-def _check_affine(path: Path, affine: np.ndarray) -> None:
-    if affine.shape != (4, 4) or not np.all(np.isfinite(affine)):
-        raise InputError(path, "affine is not a finite 4x4 matrix")
-    spacing = np.sqrt((affine[:3, :3] ** 2).sum(axis=0))
-    if np.any(spacing <= 1e-6):
-        raise InputError(path, f"zero or negative voxel spacing {tuple(np.round(spacing, 4))}")
-    if abs(np.linalg.det(affine[:3, :3])) < 1e-9:
-        raise InputError(path, "affine is singular (degenerate voxel axes)")
 
 
 def _raw_pixdim(path: Path, img: nib.Nifti1Image | nib.Nifti2Image) -> np.ndarray:
@@ -148,7 +107,7 @@ def load_nifti(path: str | Path, *, is_label: bool = False, allow_channels: bool
         )
     _check_pixdim(path, img)
     affine = np.asarray(img.affine, dtype=np.float64)
-    _check_affine(path, affine)
+    check_affine(path, affine)
     if is_label:
         if not np.issubdtype(array.dtype, np.integer):
             arr_f = np.asarray(array, dtype=np.float64)
@@ -170,87 +129,22 @@ def load_nifti(path: str | Path, *, is_label: bool = False, allow_channels: bool
     return Volume(array=array, affine=affine, path=path)
 
 
-def load_dicom_series(folder: str | Path) -> Volume:
-    """Read a DICOM series folder into a :class:`Volume` (RAS+ affine, like NIfTI).
+def load_image(
+    path: str | Path, *, is_label: bool = False, series_uid: str | None = None, allow_uneven: bool = False
+) -> Volume:
+    """Read a NIfTI file, or a DICOM series (a folder or a ``.zip`` archive; see
+    :func:`duplus.data.dicom.load_dicom_series` for ``series_uid`` and ``allow_uneven``)."""
+    from duplus.data.dicom import is_dicom_input, load_dicom_series
 
-    Slices are sorted along the slice normal. A folder mixing several series (different
-    ``SeriesInstanceUID``) is refused: pass one series per folder.
-    """
-    import pydicom
-
-    folder = Path(folder)
-    files = sorted(p for p in folder.rglob("*") if p.is_file() and not p.name.startswith("."))
-    datasets = []
-    for f in files:
-        try:
-            ds = pydicom.dcmread(str(f), stop_before_pixels=False)
-        except Exception:  # noqa: BLE001 - non-DICOM files in the folder are skipped
-            continue
-        if "PixelData" in ds:
-            datasets.append(ds)
-    if not datasets:
-        raise InputError(folder, "no DICOM images found in folder")
-    series = {str(getattr(ds, "SeriesInstanceUID", "")) for ds in datasets}
-    if len(series) > 1:
-        raise InputError(folder, f"folder mixes {len(series)} DICOM series; put one series per folder")
-    if len(datasets) < 2:
-        raise InputError(folder, "DICOM series has a single slice; expected a 3D volume")
-    try:
-        orient = np.asarray(datasets[0].ImageOrientationPatient, dtype=np.float64)
-        row, col = orient[:3], orient[3:]
-        normal = np.cross(row, col)
-        datasets.sort(key=lambda d: float(np.dot(normal, np.asarray(d.ImagePositionPatient, dtype=float))))
-        positions = np.array([np.asarray(d.ImagePositionPatient, dtype=np.float64) for d in datasets])
-        gaps = np.diff(positions @ normal)
-        if np.any(np.abs(gaps) < 1e-4):
-            raise InputError(
-                folder, "DICOM series has several slices at the same position (duplicate slices?)"
-            )
-        if np.ptp(gaps) > 0.01 * float(np.abs(gaps).mean()):
-            logger.warning(
-                "%s: uneven DICOM slice spacing %s mm; using the first gap",
-                folder,
-                sorted(set(np.round(gaps, 3))),
-            )
-        ps = [float(v) for v in datasets[0].PixelSpacing]  # (row spacing, column spacing)
-        slices = []
-        for d in datasets:
-            arr = d.pixel_array.astype(np.float32)
-            slope = float(getattr(d, "RescaleSlope", 1.0) or 1.0)
-            inter = float(getattr(d, "RescaleIntercept", 0.0) or 0.0)
-            slices.append(arr * slope + inter)
-    except (AttributeError, ValueError, TypeError) as exc:
-        raise InputError(folder, f"DICOM series lacks geometry tags or pixel data ({exc})") from exc
-    if len({s.shape for s in slices}) != 1:
-        raise InputError(folder, "DICOM slices differ in size")
-    # pixel_array is (rows, cols). The column index advances along the row direction cosine with
-    # spacing PixelSpacing[1]; the row index along the column cosine with PixelSpacing[0]
-    # (DICOM PS3.3 C.7.6.2.1.1). Transposing puts the column index first, as NIfTI's i axis.
-    vol = np.stack(slices, axis=-1)  # (rows, cols, slices)
-    vol = np.transpose(vol, (1, 0, 2))  # (cols -> i along row cosine, rows -> j along col cosine, k)
-    step = positions[1] - positions[0] if len(positions) > 1 else normal
-    affine_lps = np.eye(4)
-    affine_lps[:3, 0] = row * ps[1]
-    affine_lps[:3, 1] = col * ps[0]
-    affine_lps[:3, 2] = step
-    affine_lps[:3, 3] = positions[0]
-    lps_to_ras = np.diag([-1.0, -1.0, 1.0, 1.0])
-    affine = lps_to_ras @ affine_lps
-    _check_affine(folder, affine)
-    if not np.all(np.isfinite(vol)):
-        raise InputError(folder, "DICOM series contains NaN or Inf voxels")
-    return Volume(array=vol[None].astype(np.float32), affine=affine, path=folder)
-
-
-def load_image(path: str | Path, *, is_label: bool = False) -> Volume:
-    """Read a NIfTI file or a DICOM series folder."""
     path = Path(path)
-    if path.is_dir():
+    if is_dicom_input(path):
         if is_label:
-            raise InputError(path, "labels must be NIfTI files, got a folder")
-        return load_dicom_series(path)
+            raise InputError(path, "labels must be NIfTI files, got a DICOM folder or archive")
+        return load_dicom_series(path, series_uid=series_uid, allow_uneven=allow_uneven)
     if not is_nifti(path):
-        raise InputError(path, "unsupported file type; expected .nii, .nii.gz or a DICOM series folder")
+        raise InputError(
+            path, "unsupported file type; expected .nii, .nii.gz, a DICOM series folder or a .zip of one"
+        )
     return load_nifti(path, is_label=is_label)
 
 
@@ -274,7 +168,7 @@ def volume_from_image(image: nib.Nifti1Image | nib.Nifti2Image, source: str | Pa
     else:
         raise InputError(name, f"image is {data.ndim}D with shape {tuple(data.shape)}, expected 3D")
     affine = np.asarray(image.affine, dtype=np.float64)
-    _check_affine(Path(str(name)), affine)
+    check_affine(Path(str(name)), affine)
     if not np.all(np.isfinite(data)):
         raise InputError(name, "image contains NaN or Inf voxels")
     return Volume(array=data, affine=affine, path=Path(str(name)))
