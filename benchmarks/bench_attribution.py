@@ -1,11 +1,12 @@
-"""Where the conditioning's time goes, and what a small library change to FiLM would save.
+"""Where the conditioning's time goes: the dynamic head's price and FiLM's.
 
 The same training step and whole-volume prediction as ``bench_overhead.py``, interleaved, for:
 
 * ``plain``: the backbone without prompts (static head), the reference;
 * ``duplus_head_only``: no T1 conditioning, the library's dynamic head -> the head's price;
-* ``duplus``: the library model (FiLM + dynamic head) -> minus the above, FiLM's price;
-* ``duplus_fused``: FiLM as one ``addcmul`` pass (prototype ``peers.AddcmulFiLM``).
+* ``duplus``: the library model (FiLM folded into the norms + dynamic head) -> minus the above,
+  FiLM's price;
+* ``duplus_unfused``: FiLM as a separate pass after each norm (``FiLM.fuse_into_norm = False``).
 
     python benchmarks/bench_attribution.py            # tiny and small
     python benchmarks/bench_attribution.py --quick    # tiny only, fewer rounds
@@ -39,7 +40,7 @@ from peers import (
     synthetic_ct_volume,
 )
 
-NETWORKS = ("plain", "duplus_head_only", "duplus", "duplus_fused")
+NETWORKS = ("plain", "duplus_head_only", "duplus", "duplus_unfused")
 
 
 def bench_preset(preset: str, args: argparse.Namespace) -> dict[str, Any]:

@@ -9,7 +9,7 @@ a whole-volume prediction) so every benchmark times the same thing.
   conv to ``K`` outputs instead of the T2 dynamic head, i.e. exactly "the same backbone without
   conditioning"; the ratio against it is the price of FiLM + the dynamic head alone.
 * ``duplus``: the library model as it is (FiLM + the T2 dynamic head, whose per-target stacks
-  ``DynamicHead.run_heads`` evaluates over chunks of voxels); ``duplus_fused`` and
+  ``DynamicHead.run_heads`` evaluates over chunks of voxels); ``duplus_unfused`` and
   ``duplus_head_only`` are variants of it for ``bench_attribution.py``.
 """
 
@@ -80,27 +80,19 @@ class PlainUNet(nn.Module):
         return self.head(self.decoder(skips))
 
 
-class AddcmulFiLM(FiLM):
-    """Prototype (benchmark only): :meth:`FiLM.modulate` as one fused ``addcmul`` pass,
-    ``beta + x * (1 + gamma)``, instead of a multiplication and an addition over the whole tensor."""
-
-    def modulate(self, x: Tensor, params: Tensor) -> Tensor:
-        gamma, beta = params.view(params.shape[0], 2, -1, *([1] * (x.ndim - 2))).unbind(1)
-        return torch.addcmul(beta, x, 1.0 + gamma)
-
-
-def fuse_film(model: DuPLUS) -> DuPLUS:
-    """A deep copy of ``model`` whose FiLM conditioner is an :class:`AddcmulFiLM` (same weights)."""
+def unfuse_film(model: DuPLUS) -> DuPLUS:
+    """A deep copy of ``model`` whose FiLM runs after the norm (``FiLM.fuse_into_norm = False``):
+    the reference the library's folded FiLM replaced."""
     clone = copy.deepcopy(model)
     if not isinstance(clone.conditioner, FiLM):
-        raise ValueError("fuse_film needs a FiLM-conditioned model")
-    clone.conditioner.__class__ = AddcmulFiLM
+        raise ValueError("unfuse_film needs a FiLM-conditioned model")
+    clone.conditioner.fuse_into_norm = False
     return clone
 
 
 DUPLUS_VARIANTS: dict[str, str] = {
-    "duplus": "the library model: FiLM + dynamic head (chunked over voxels)",
-    "duplus_fused": "addcmul FiLM (prototype) + library dynamic head",
+    "duplus": "the library model: FiLM folded into the norms + dynamic head (chunked over voxels)",
+    "duplus_unfused": "FiLM as a separate pass after each norm (the former library) + dynamic head",
     "duplus_head_only": "no T1 conditioning (conditioning='none') + library dynamic head",
 }
 
@@ -115,8 +107,8 @@ def build_peers(preset: str, num_targets: int, which: Sequence[str]) -> dict[str
             library = build_duplus(preset)
         if name == "duplus":
             out[name] = library
-        elif name == "duplus_fused":
-            out[name] = fuse_film(library)
+        elif name == "duplus_unfused":
+            out[name] = unfuse_film(library)
         elif name == "duplus_head_only":
             out[name] = build_duplus(preset, conditioning="none")
         elif name == "dynunet":
@@ -247,15 +239,14 @@ def synthetic_ct_volume(shape: Sequence[int], seed: int = 0) -> Tensor:
 __all__ = [
     "DUPLUS_VARIANTS",
     "TEXT_DIM",
-    "AddcmulFiLM",
     "PlainUNet",
     "build_duplus",
     "build_dynunet",
     "build_peers",
     "forward_for",
-    "fuse_film",
     "make_batch",
     "make_train_step",
     "make_volume_predict",
     "synthetic_ct_volume",
+    "unfuse_film",
 ]

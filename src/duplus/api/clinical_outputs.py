@@ -12,6 +12,7 @@ output folder), and :meth:`ClinicalOutputs.finish` once at the end. Files, in th
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -93,7 +94,7 @@ class ClinicalOutputs:
         volume: Volume,
         targets: list[str],
         masks: np.ndarray,
-        probabilities: np.ndarray,
+        probabilities: Sequence[np.ndarray],
         modality: str,
     ) -> list[Path]:
         """Write one case's DICOM-SEG and preview into ``out``; keep its statistics for :meth:`finish`.
@@ -104,7 +105,8 @@ class ClinicalOutputs:
             volume: the input volume (its ``meta["dicom"]`` for DICOM-SEG).
             targets: the K target names.
             masks: ``(K, I, J, K)`` binary masks on the volume's grid.
-            probabilities: ``(K, I, J, K)`` probabilities on the volume's grid.
+            probabilities: the K probability maps ``(I, J, K)`` on the volume's grid (an array, or
+                :meth:`Prediction.probability_maps`, which makes one at a time).
             modality: CT, MRI, PET or PETCT.
 
         Returns:

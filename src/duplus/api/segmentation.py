@@ -113,7 +113,13 @@ def load_predictor(
 
 
 def check_segment_options(
-    modality: str, region: str, targets: Sequence[str], overlap: float, sw_batch_size: int, threshold: float
+    modality: str,
+    region: str,
+    targets: Sequence[str],
+    overlap: float | None,
+    sw_batch_size: int,
+    threshold: float,
+    precision: str = "auto",
 ) -> tuple[str, str, list[str]]:
     """Refuse bad prompts and options before any heavy work.
 
@@ -123,9 +129,10 @@ def check_segment_options(
     Raises:
         InputError: an unknown modality; an empty, whitespace-only or over-long region or target;
             duplicate targets; overlap outside ``[0, 1)``; a window batch below 1; a threshold
-            outside ``[0, 1]``.
+            outside ``[0, 1]``; an unknown precision.
     """
     from duplus.inference.predictor import MAX_PROMPT_CHARS, clean_targets
+    from duplus.inference.runtime import PRECISIONS
     from duplus.vocab import normalise_modality
 
     modality = normalise_modality(modality, source="--modality")
@@ -135,12 +142,16 @@ def check_segment_options(
     if len(region_text) > MAX_PROMPT_CHARS:
         raise InputError("--region", f"region of {len(region_text)} characters; at most {MAX_PROMPT_CHARS}")
     cleaned = clean_targets(list(targets))
-    if not 0.0 <= float(overlap) < 1.0:
+    if overlap is not None and not 0.0 <= float(overlap) < 1.0:
         raise InputError("--overlap", f"must be in [0, 1), got {overlap}")
     if int(sw_batch_size) < 1:
         raise InputError("--sw-batch-size", f"must be at least 1, got {sw_batch_size}")
     if not 0.0 <= float(threshold) <= 1.0:
         raise InputError("--threshold", f"must be in [0, 1], got {threshold}")
+    if precision not in PRECISIONS:
+        raise InputError(
+            "--precision", f"unknown precision {precision!r}; expected one of {', '.join(PRECISIONS)}"
+        )
     return modality, region_text, cleaned
 
 
@@ -154,12 +165,14 @@ def segment(
     predictor: Predictor | None = None,
     adapter: str | Path | None = None,
     device: str = "auto",
-    overlap: float = 0.5,
+    overlap: float | None = None,
     sw_batch_size: int = 2,
     tta: bool = False,
     threshold: float = 0.5,
     probabilities: bool = False,
     allow_download: bool = False,
+    fast: bool = False,
+    precision: str = "auto",
 ) -> Segmentation:
     """Segment one image for text-named targets; nothing is written to disk.
 
@@ -173,18 +186,21 @@ def segment(
         predictor: a loaded predictor (:func:`load_predictor`), to segment many images.
         adapter: an adapter file for ``checkpoint``.
         device: where the network runs.
-        overlap: sliding-window overlap.
+        overlap: sliding-window overlap (``None``: 0.5, or 0.25 with ``fast``).
         sw_batch_size: windows per forward pass.
         tta: mirroring test-time augmentation (models trained with ``mirror_axes`` only).
         threshold: probability threshold of the masks.
         probabilities: also return the probability maps.
         allow_download: let a checkpoint naming a hub text encoder fetch it.
+        fast: the fast path (:mod:`duplus.inference.runtime`): native bfloat16 where the device
+            has it, channels-last, overlap 0.25, air windows skipped.
+        precision: ``auto``, ``fp32``, ``bf16`` or ``fp16``.
 
     Returns:
         :class:`Segmentation` with one mask per target on the input's grid.
     """
     modality, region, cleaned = check_segment_options(
-        modality, region, targets, overlap, sw_batch_size, threshold
+        modality, region, targets, overlap, sw_batch_size, threshold, precision
     )
     volume = as_volume(image)
     if predictor is None:
@@ -200,6 +216,9 @@ def segment(
         sw_batch_size=sw_batch_size,
         tta=tta,
         threshold=threshold,
+        fast=fast,
+        precision=precision,
+        probabilities=probabilities,
     )
     return _as_segmentation(pred, probabilities)
 
@@ -207,10 +226,7 @@ def segment(
 def _as_segmentation(pred: Prediction, probabilities: bool) -> Segmentation:
     masks = {t: nib.Nifti1Image(pred.masks[k], pred.affine) for k, t in enumerate(pred.targets)}
     probs = (
-        {
-            t: nib.Nifti1Image(pred.probabilities[k].astype(np.float32), pred.affine)
-            for k, t in enumerate(pred.targets)
-        }
+        {t: nib.Nifti1Image(pred.probability(k), pred.affine) for k, t in enumerate(pred.targets)}
         if probabilities
         else None
     )
@@ -334,12 +350,14 @@ def segment_files(
     save_probabilities: bool = False,
     overwrite: bool = False,
     device: str = "auto",
-    overlap: float = 0.5,
+    overlap: float | None = None,
     sw_batch_size: int = 2,
     tta: bool = False,
     threshold: float = 0.5,
     allow_download: bool = False,
     progress: bool = True,
+    fast: bool = False,
+    precision: str = "auto",
     series_uid: str | None = None,
     allow_uneven: bool = False,
     output_type: str = "nifti",
@@ -360,13 +378,17 @@ def segment_files(
     masks; ``statistics`` writes ``statistics.csv``; ``preview`` a ``<case>_preview.png`` each
     (:mod:`duplus.api.clinical_outputs`).
 
+    ``fast`` picks the fast path (:mod:`duplus.inference.runtime`; ``overlap`` then defaults to
+    0.25); ``precision`` is ``auto``, ``fp32``, ``bf16`` or ``fp16``. Probabilities are held as
+    float16 on the model's grid unless ``save_probabilities`` (:mod:`duplus.inference.prediction`).
+
     Returns:
         The files and folders written.
     """
     from tqdm.auto import tqdm
 
     modality, region, cleaned = check_segment_options(
-        modality, region, targets, overlap, sw_batch_size, threshold
+        modality, region, targets, overlap, sw_batch_size, threshold, precision
     )
     cases = discover_cases(input)
     clinical = ClinicalOutputs(output_type=output_type, statistics=statistics, preview=preview)
@@ -394,6 +416,9 @@ def segment_files(
                 sw_batch_size=sw_batch_size,
                 tta=tta,
                 threshold=threshold,
+                fast=fast,
+                precision=precision,
+                probabilities=save_probabilities,
             )
             written += _write_case(
                 folder,
@@ -442,10 +467,11 @@ def _write_case(
             write_per_target(stage / "masks", pred.targets, pred.masks, pred.affine)
             staged = {case: stage / "masks"}
         for extra in clinical.write_case(
-            stage, case, volume, pred.targets, pred.masks, pred.probabilities, modality
+            stage, case, volume, pred.targets, pred.masks, pred.probability_maps(), modality
         ):
             staged[extra.name] = extra
         if save_probabilities:
             name = f"{case}{PROBABILITIES_SUFFIX}"
-            staged[name] = save_nifti(pred.probabilities.astype(np.float32), pred.affine, stage / name)
+            assert pred.probabilities is not None  # predicted with probabilities=True
+            staged[name] = save_nifti(pred.probabilities, pred.affine, stage / name)
         return [folder.install(src, folder.root / name) for name, src in staged.items()]

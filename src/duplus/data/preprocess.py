@@ -175,12 +175,15 @@ class PreprocessedCase:
         affine: ``(4, 4)`` voxel -> world of the preprocessed grid (RAS+, ``cfg.spacing``, after crop).
         meta: ``original_shape``, ``original_affine``, ``resampled_shape``, ``resampled_affine``,
             ``crop_start``, ``crop_stop`` (in the resampled grid), ``spacing``, ``channels``.
+        body: ``(D, H, W)`` bool body mask on the same grid (the one the crop was made from), or
+            ``None`` without a foreground crop.
     """
 
     image: np.ndarray
     label: np.ndarray | None
     affine: np.ndarray
     meta: dict = field(default_factory=dict)
+    body: np.ndarray | None = None
 
 
 def _crop_box(mask: np.ndarray, margin: np.ndarray) -> tuple[list[int], list[int]]:
@@ -230,6 +233,7 @@ def preprocess_case(
             np.int16
         )
     spacing = np.asarray(cfg.spacing, dtype=np.float64)
+    mask = None
     if cfg.crop_foreground:
         mask = compute_body_mask(resampled, mod)
         if seg is not None:
@@ -255,4 +259,5 @@ def preprocess_case(
         "spacing": spacing.tolist(),
         "channels": mods,
     }
-    return PreprocessedCase(image=norm, label=seg, affine=affine, meta=meta)
+    body = np.ascontiguousarray(mask[box]) if mask is not None else None
+    return PreprocessedCase(image=norm, label=seg, affine=affine, meta=meta, body=body)

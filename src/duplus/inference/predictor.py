@@ -4,14 +4,15 @@ A volume is preprocessed like the training data (RAS grid at the training spacin
 normalisation, foreground crop), predicted with Gaussian-blended sliding windows, and its
 probabilities resampled back onto the input's own grid, so outputs keep the input's shape, affine
 and orientation exactly. The T1 FiLM parameters and the K head parameter sets are computed once
-per volume; more targets cost only the head.
+per volume; more targets cost only the head. How the windows run (the default path, or the fast
+one: ``fast=True``) is :mod:`duplus.inference.runtime`; how little of the result is held in
+memory is :mod:`duplus.inference.prediction`.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -23,30 +24,13 @@ from duplus.config import ModelConfig, PreprocessConfig, TextConfig, from_dict
 from duplus.data.io import Volume
 from duplus.data.label_space import LabelSpace, canonical_target, is_known_target, nearest_known_target
 from duplus.errors import CheckpointError, ConfigError, DuplusError, InputError
+from duplus.inference.prediction import Prediction, masks_on_input_grid
+from duplus.inference.runtime import RunSettings, prepare_model, resolve_run_settings
 from duplus.vocab import IN_CHANNELS, MODALITY_CHANNELS, modality_index, normalise_modality
 
 logger = logging.getLogger(__name__)
 
 MAX_PROMPT_CHARS = 1000
-
-
-@dataclass
-class Prediction:
-    """Per-target results on the input grid.
-
-    Attributes:
-        probabilities: ``(K, I, J, K)`` float32 sigmoid probabilities.
-        masks: ``(K, I, J, K)`` uint8 binary masks (probability >= threshold).
-        targets: the K target names as asked.
-        affine: the input's affine, unchanged.
-        prompts: the T1 prompt and the T2 prompt of each target.
-    """
-
-    probabilities: np.ndarray
-    masks: np.ndarray
-    targets: list[str]
-    affine: np.ndarray
-    prompts: dict[str, Any] = field(default_factory=dict)
 
 
 def clean_targets(targets: Sequence[str], *, exact_prompts: bool = False) -> list[str]:
@@ -192,6 +176,7 @@ class Predictor:
         self.label_space = label_space
         self.mirror_axes = tuple(mirror_axes)
         self.source = source
+        self._run_models: dict[tuple[Any, ...], Any] = {}
 
     @classmethod
     def from_checkpoint(
@@ -285,12 +270,15 @@ class Predictor:
         region: str,
         targets: list[str],
         *,
-        overlap: float = 0.5,
+        overlap: float | None = None,
         sw_batch_size: int = 2,
         tta: bool = False,
         threshold: float = 0.5,
         t1_override: str | None = None,
         exact_prompts: bool = False,
+        fast: bool = False,
+        precision: str = "auto",
+        probabilities: bool = False,
     ) -> Prediction:
         """Segment one volume.
 
@@ -299,7 +287,7 @@ class Predictor:
             modality: CT, MRI, PET or PETCT (chooses the stem and the T1 prompt).
             region: body region for the T1 prompt, e.g. "abdomen".
             targets: target names (free text).
-            overlap: sliding-window overlap.
+            overlap: sliding-window overlap (``None``: 0.5, or 0.25 with ``fast``).
             sw_batch_size: windows per forward pass.
             tta: average over the copies mirrored along every combination of the axes the model
                 was trained to mirror (:attr:`mirror_axes`; never left-right, which would swap
@@ -308,18 +296,26 @@ class Predictor:
             t1_override: a T1 prompt text used instead of the one made from modality and region
                 (for prompt-control experiments).
             exact_prompts: use the target texts exactly as written (paraphrase experiments).
+            fast: the fast path (:mod:`duplus.inference.runtime`): native bfloat16 where the
+                device has it, channels-last, overlap 0.25, air windows skipped.
+            precision: ``auto``, ``fp32``, ``bf16`` or ``fp16`` (``auto``: float32 on the CPU,
+                bfloat16 with ``fast`` on a CPU that has it natively; bfloat16 autocast on CUDA).
+            probabilities: also keep the float32 ``(K, I, J, K)`` probability stack
+                (:attr:`Prediction.probabilities`); without it only float16 maps on the model's
+                grid are kept and the masks are made one target at a time.
 
         Returns:
             :class:`Prediction` on the input grid.
 
         Raises:
             InputError: ``tta`` with a model trained without mirroring: mirrored copies would be
-                out of its distribution.
+                out of its distribution; an unknown or unavailable ``precision``.
         """
         from duplus.data.preprocess import preprocess_case
         from duplus.data.resample import resample_to_grid
 
         modality = normalise_modality(modality, source="--modality")
+        settings = resolve_run_settings(self.device, fast=fast, overlap=overlap, precision=precision)
         flips: list[tuple[int, ...]] = self._tta_flips() if tta else [()]
         targets = clean_targets(targets, exact_prompts=exact_prompts)
         warn_unfamiliar_targets(targets, self.label_space)
@@ -333,16 +329,55 @@ class Predictor:
             t1 = self.prompt_cache.get([t1_override]).to(self.device)
             prompts["t1"] = t1_override
         pre = preprocess_case(volume, None, modality, self.preprocess)
+        run: dict[str, Any] = {**settings.describe(), "grid": list(pre.image.shape[1:])}
         with torch.no_grad():
             cond = self.model.condition(torch.tensor([modality_index(modality)], device=self.device), t1, t2)
-            prob = self._probabilities(pre.image, cond, flips, overlap=overlap, sw_batch_size=sw_batch_size)
-        prob_in = resample_to_grid(
-            prob.numpy(), pre.affine, volume.spatial_shape, volume.affine, mode="linear", padding_value=0.0
-        ).astype(np.float32)
-        masks = (prob_in >= threshold).astype(np.uint8)
+            prob = self._probabilities(
+                pre.image,
+                cond,
+                flips,
+                settings=settings,
+                sw_batch_size=sw_batch_size,
+                body=pre.body if settings.skip_air else None,
+                stats=run,
+            )
+        if probabilities:  # the float32 stack on the input grid, as asked
+            prob_in = resample_to_grid(
+                prob.numpy(),
+                pre.affine,
+                volume.spatial_shape,
+                volume.affine,
+                mode="linear",
+                padding_value=0.0,
+            )
+            return Prediction(
+                masks=(prob_in >= threshold).astype(np.uint8),
+                targets=targets,
+                affine=volume.affine,
+                prompts=prompts,
+                probabilities=prob_in,
+                model_probabilities=prob.numpy().astype(np.float16),
+                model_affine=pre.affine,
+                run=run,
+            )
+        prob16 = prob.numpy().astype(np.float16)
+        del prob
         return Prediction(
-            probabilities=prob_in, masks=masks, targets=targets, affine=volume.affine, prompts=prompts
+            masks=masks_on_input_grid(prob16, pre.affine, volume.spatial_shape, volume.affine, threshold),
+            targets=targets,
+            affine=volume.affine,
+            prompts=prompts,
+            model_probabilities=prob16,
+            model_affine=pre.affine,
+            run=run,
         )
+
+    def model_for(self, settings: RunSettings) -> Any:
+        """The network converted for ``settings`` (bfloat16 weights, channels-last), built once."""
+        key = (id(self.model), settings.cast, settings.precision, settings.channels_last)
+        if key not in self._run_models:
+            self._run_models = {key: prepare_model(self.model, settings)}  # one converted copy at most
+        return self._run_models[key]
 
     def _probabilities(
         self,
@@ -350,38 +385,52 @@ class Predictor:
         cond: Any,
         flips: list[tuple[int, ...]],
         *,
-        overlap: float,
+        settings: RunSettings,
         sw_batch_size: int,
+        body: np.ndarray | None = None,
+        stats: dict[str, Any] | None = None,
     ) -> torch.Tensor:
-        """``(K, D, H, W)`` sigmoid probabilities of a preprocessed ``image (C, D, H, W)`` on its own
-        grid, averaged over the mirrored copies ``flips`` (``[()]``: the image as is)."""
+        """``(K, D, H, W)`` float32 sigmoid probabilities of a preprocessed ``image (C, D, H, W)``
+        on its own grid, averaged over the mirrored copies ``flips`` (``[()]``: the image as is).
+        Windows without a voxel of ``body`` (``(D, H, W)`` bool) are not run."""
         from duplus.inference.sliding import predict_volume_logits
         from duplus.models.position import volume_positions
 
         padded = np.zeros((IN_CHANNELS, *image.shape[1:]), dtype=np.float32)
         padded[: image.shape[0]] = image
         x = torch.from_numpy(padded)[None].to(self.device)
+        del padded
         # a mirrored copy keeps each voxel's true position (positions flip with the image)
         position = (
             volume_positions(x.shape[2:], self.device)
             if getattr(self.model, "head_position", False)
             else None
         )
-        prob = torch.zeros((cond.num_targets, *x.shape[2:]), dtype=torch.float32)
+        mask = torch.from_numpy(np.ascontiguousarray(body)).to(self.device) if body is not None else None
+        model = self.model_for(settings)
+        prob: torch.Tensor | None = None
         for dims in flips:
             logits = predict_volume_logits(
-                self.model,
+                model,
                 torch.flip(x, dims) if dims else x,
                 cond,
                 self.patch_size,
-                overlap=overlap,
+                overlap=settings.overlap,
                 sw_batch_size=sw_batch_size,
                 device="cpu",
                 position=torch.flip(position, dims) if dims and position is not None else position,
-            )
-            p = torch.sigmoid(logits.float())
-            prob += (torch.flip(p, dims) if dims else p)[0]
-        return prob / len(flips)
+                settings=settings,
+                run_mask=(torch.flip(mask, [d - 2 for d in dims]) if dims else mask)
+                if mask is not None
+                else None,
+                stats=stats,
+            )[0]
+            p = logits.sigmoid_()  # in place: one (K, D, H, W) float32 tensor per copy at most
+            p = torch.flip(p, [d - 1 for d in dims]) if dims else p
+            prob = p if prob is None else prob.add_(p)
+            del logits, p
+        assert prob is not None
+        return prob.div_(len(flips)) if len(flips) > 1 else prob
 
     def _tta_flips(self) -> list[tuple[int, ...]]:
         """The flipped dims of the ``(1, C, D, H, W)`` input for each TTA copy (``()``: as is)."""

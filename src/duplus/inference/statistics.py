@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import csv
 import io
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
@@ -61,7 +62,7 @@ def compute_statistics(
     volume: Volume,
     targets: list[str],
     masks: np.ndarray,
-    probabilities: np.ndarray,
+    probabilities: Sequence[np.ndarray],
     modality: str,
 ) -> list[TargetStatistics]:
     """Statistics of each target's mask in one case.
@@ -71,7 +72,8 @@ def compute_statistics(
         volume: the input image, ``(C, I, J, K)`` (PET/CT: PET first, then CT).
         targets: the K target names.
         masks: ``(K, I, J, K)`` binary masks on the volume's grid.
-        probabilities: ``(K, I, J, K)`` sigmoid probabilities on the same grid.
+        probabilities: the K sigmoid probability maps ``(I, J, K)`` on the same grid (an array, or
+            a sequence that makes them one at a time).
         modality: CT, MRI, PET or PETCT (normalised).
 
     Returns:

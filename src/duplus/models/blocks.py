@@ -1,20 +1,39 @@
 """Building blocks of the residual 3D U-Net: residual conv blocks, down- and up-sampling.
 
-Every block that can be conditioned by the T1 prompt takes an optional ``modulate`` callable,
-applied right after the block's last normalisation (before the residual addition and the final
-activation), which is where FiLM / the channel gate act (see :mod:`duplus.models.film`).
+Every block that can be conditioned by the T1 prompt takes an optional ``modulate``, applied right
+after the block's last normalisation (before the residual addition and the final activation),
+which is where FiLM / the channel gate act (see :mod:`duplus.models.film`). It is either a callable
+on the normalised features, or a :class:`NormModulation`: FiLM folded into that norm's affine, so
+that conditioning costs no pass over the features beyond the norm's own.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
 
 from duplus.errors import ConfigError
 
-Modulator = Callable[[Tensor], Tensor]
+
+@dataclass(frozen=True)
+class NormModulation:
+    """Per-sample FiLM to be folded into an instance norm's affine:
+    ``norm(x) * (1 + gamma) + beta`` computed as one normalisation whose per-(sample, channel)
+    weight is ``w * (1 + gamma)`` and bias ``b * (1 + gamma) + beta``.
+
+    Attributes:
+        gamma: ``(B, C)`` (or ``(1, C)``, shared by the batch).
+        beta: ``(B, C)`` (or ``(1, C)``).
+    """
+
+    gamma: Tensor
+    beta: Tensor
+
+
+Modulator = Callable[[Tensor], Tensor] | NormModulation
 
 ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
     "leakyrelu": lambda: nn.LeakyReLU(negative_slope=0.01, inplace=True),
@@ -58,6 +77,10 @@ class Conv3d(nn.Conv3d):
       cost under 1 ms each there. Coarse levels (few voxels, many channels) gain nothing and keep
       the contiguous layout.
 
+    Input that is already channels-last (a network converted with
+    ``model.to(memory_format=torch.channels_last_3d)``, the fast inference path) stays so: a batch
+    of one goes to oneDNN in that layout, anything else to ``nn.Conv3d``'s own path.
+
     Parameters and state-dict keys are those of ``nn.Conv3d``.
     """
 
@@ -77,9 +100,10 @@ class Conv3d(nn.Conv3d):
             or not torch.backends.mkldnn.is_available()
         ):
             return super()._conv_forward(input, weight, bias)
+        channels_last = is_channels_last(input)
         if input.shape[0] == 1:
             return torch.ops.aten.mkldnn_convolution(
-                input.contiguous(),
+                input if channels_last else input.contiguous(),
                 weight,
                 bias,
                 list(self.padding),
@@ -88,10 +112,16 @@ class Conv3d(nn.Conv3d):
                 self.groups,
             )
         records = torch.is_grad_enabled() and (input.requires_grad or weight.requires_grad)
-        if records and _out_voxels(input, self) >= self.channels_last_min_voxels:
+        if records and not channels_last and _out_voxels(input, self) >= self.channels_last_min_voxels:
             out = super()._conv_forward(input.contiguous(memory_format=torch.channels_last_3d), weight, bias)
             return out.contiguous()
         return super()._conv_forward(input, weight, bias)
+
+
+def is_channels_last(x: Tensor) -> bool:
+    """Whether a 5-D tensor is laid out channels-last (``channels_last_3d``) and not also plain
+    contiguous (a tensor with one channel or one voxel is both)."""
+    return x.dim() == 5 and x.is_contiguous(memory_format=torch.channels_last_3d) and not x.is_contiguous()
 
 
 def _out_voxels(input: Tensor, conv: nn.Conv3d) -> int:
@@ -113,10 +143,36 @@ class InstanceNorm3d(nn.InstanceNorm3d):
     path. Parameters and state-dict keys are those of ``nn.InstanceNorm3d``.
     """
 
-    def forward(self, input: Tensor) -> Tensor:
+    def forward(self, input: Tensor, modulation: NormModulation | None = None) -> Tensor:
+        """Normalise ``input (B, C, D, H, W)``; with ``modulation``, also apply FiLM in the same pass."""
+        if modulation is not None:
+            return self._modulated(input, modulation)
         if self.track_running_stats or input.dim() != 5 or input.shape[1] != self.num_features:
             return super().forward(input)
         return nn.functional.group_norm(input, self.num_features, self.weight, self.bias, self.eps)
+
+    def _modulated(self, input: Tensor, mod: NormModulation) -> Tensor:
+        """Instance norm with FiLM folded into a per-(sample, channel) affine.
+
+        The batch is folded into the channels, ``(1, B*C, D, H, W)``, so that one group-norm call
+        with ``B*C`` groups applies a different weight and bias to every sample: the same work as
+        the unconditioned norm. (Without a view of that shape, a channels-last batch, it normalises
+        once and applies the affine in one ``addcmul``.)
+        """
+        if self.track_running_stats or input.dim() != 5:
+            raise ValueError("FiLM folded into the norm needs batched input and no running statistics")
+        b, c = input.shape[:2]
+        scale = (1.0 + mod.gamma).expand(b, c)
+        shift = mod.beta.expand(b, c)
+        weight = scale if self.weight is None else self.weight * scale
+        bias = shift if self.bias is None else torch.addcmul(shift, self.bias.expand(b, c), scale)
+        if b == 1 or input.is_contiguous():
+            folded = input.view(1, b * c, *input.shape[2:])
+            out = nn.functional.group_norm(folded, b * c, weight.reshape(-1), bias.reshape(-1), self.eps)
+            return out.view_as(input)
+        plain = nn.functional.group_norm(input, c, None, None, self.eps)
+        shape = (b, c, *([1] * (input.dim() - 2)))
+        return torch.addcmul(bias.reshape(shape), plain, weight.reshape(shape))
 
 
 class ConvNormAct(nn.Sequential):
@@ -197,16 +253,20 @@ class ResidualBlock(nn.Module):
 
         Args:
             x: features ``(B, C_in, D, H, W)``.
-            modulate: optional conditioning applied after the second norm, ``(B, C_out, ...)`` to
-                the same shape (FiLM or the channel gate).
+            modulate: optional conditioning after the second norm: a callable ``(B, C_out, ...)``
+                to the same shape (the channel gate, unfused FiLM), or a :class:`NormModulation`
+                that the norm applies itself (fused FiLM).
 
         Returns:
             ``(B, C_out, D', H', W')``.
         """
         h = self.act1(self.norm1(self.conv1(x)))
-        h = self.norm2(self.conv2(h))
-        if modulate is not None:
-            h = modulate(h)
+        if isinstance(modulate, NormModulation):
+            h = self.norm2(self.conv2(h), modulate)
+        else:
+            h = self.norm2(self.conv2(h))
+            if modulate is not None:
+                h = modulate(h)
         return self.act2(h + self.shortcut(x))
 
 
@@ -267,10 +327,12 @@ __all__ = [
     "ConvNormAct",
     "InstanceNorm3d",
     "Modulator",
+    "NormModulation",
     "ResidualBlock",
     "UpSample",
     "build_activation",
     "init_weights",
+    "is_channels_last",
     "per_stage",
     "stage_blocks",
 ]

@@ -15,7 +15,6 @@ windows with it (MONAI's ``sliding_window_inference`` passes it through ``**kwar
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from functools import partial
 
 import torch
 from torch import Tensor, nn
@@ -77,13 +76,13 @@ class PromptConditioning:
             head_text=grow(self.head_text),
         )
 
-    def to(self, device: torch.device | str) -> PromptConditioning:
-        """A copy on ``device``."""
+    def to(self, device: torch.device | str, dtype: torch.dtype | None = None) -> PromptConditioning:
+        """A copy on ``device``; its floating-point tensors cast to ``dtype`` when given."""
         return replace(
             self,
             modality_index=self.modality_index.to(device),
-            block_params=[p.to(device) for p in self.block_params],
-            head_text=self.head_text.to(device),
+            block_params=[p.to(device, dtype) for p in self.block_params],
+            head_text=self.head_text.to(device, dtype),
         )
 
 
@@ -202,7 +201,7 @@ class DuPLUS(nn.Module):
             )
 
     def _modulators(self, block_params: list[Tensor]) -> list[Modulator | None]:
-        return [partial(self.conditioner.modulate, params=p) for p in block_params]
+        return [self.conditioner.modulator(p) for p in block_params]
 
     def _backbone(
         self, image: Tensor, modality_index: Tensor, block_params: list[Tensor]

@@ -15,12 +15,15 @@ Two implementation choices:
   ``conv3d((1, B*K*8, D, H, W), groups=B*K)``; we evaluate that exact operation as batched matrix
   products (``baddbmm``), which avoids copying the features ``K`` times and measured ~3x faster
   than ``conv3d(groups=...)`` on the CPU. There is no Python loop over targets; the stacks run
-  over chunks of voxels so that their intermediates stay in cache (ten targets cost about one).
+  over chunks of voxels so that their intermediates stay in cache (ten targets cost about one),
+  in training too: the backward pass recomputes each chunk instead of keeping ``K * 17``
+  full-size channels of intermediates.
 """
 
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -52,8 +55,8 @@ class DynamicHead(nn.Module):
 
     chunk_voxels: int = 4096
     """Voxels per chunk of :meth:`run_heads` without autograd (inference)."""
-    chunk_voxels_grad: int = 32768
-    """Voxels per chunk of :meth:`run_heads` with autograd (training keeps every chunk's graph)."""
+    chunk_voxels_grad: int = 4096
+    """Voxels per chunk of :meth:`run_heads` with autograd (the backward pass recomputes each chunk)."""
 
     def __init__(
         self,
@@ -140,31 +143,16 @@ class DynamicHead(nn.Module):
             h = h + self.compute_image(bottleneck).unsqueeze(1)
         return self.controller_rest(h)
 
-    def _layer_params(self, params: Tensor) -> list[tuple[Tensor, Tensor]]:
-        """Split ``params (B, K, P)`` into per-layer ``(weight, bias)``: the first layer as
-        ``(B, K*c_out, c_in)`` / ``(B, K*c_out, 1)`` (it reads the shared features), the others as
-        ``(B*K, c_out, c_in)`` / ``(B*K, c_out, 1)``."""
-        b, k = params.shape[:2]
-        layers = []
-        offset = 0
-        for layer, (c_out, c_in) in enumerate(self.layer_shapes):
-            w = params[..., offset : offset + c_out * c_in]
-            offset += c_out * c_in
-            bias = params[..., offset : offset + c_out]
-            offset += c_out
-            rows = (b, k * c_out) if layer == 0 else (b * k, c_out)
-            layers.append((w.reshape(*rows, c_in), bias.reshape(*rows, 1)))
-        return layers
-
     def run_heads(self, features: Tensor, params: Tensor) -> Tensor:
         """Run every per-target conv stack on ``features (B, C, D, H, W)`` with ``params (B, K, P)``.
 
         The stacks are evaluated over chunks of voxels (:attr:`chunk_voxels`, or
         :attr:`chunk_voxels_grad` with autograd), so the ``K * (8 + 8 + 1)`` channels of
         intermediates stay in cache instead of being written and read at full size: the head is
-        memory-bound, and this is what keeps ten targets at about the cost of one. The result equals
-        evaluating the whole window at once up to float rounding (the BLAS kernel's blocking
-        depends on the chunk size).
+        memory-bound, and this is what keeps ten targets at about the cost of one. With autograd
+        nothing of a chunk is kept either: the backward pass recomputes each chunk
+        (:class:`_ChunkedHeads`). The result equals evaluating the whole window at once up to float
+        rounding (the BLAS kernel's blocking depends on the chunk size).
 
         Returns:
             ``logits (B, K, D, H, W)``.
@@ -177,23 +165,11 @@ class DynamicHead(nn.Module):
         if params.shape[0] != b:
             raise InputError(None, f"head parameters for {params.shape[0]} samples, features for {b}")
         flat = features.reshape(b, c, -1)  # (B, C, N)
-        n = flat.shape[-1]
-        (w0, b0), *rest = self._layer_params(params)
-        grad = torch.is_grad_enabled()
-        chunk = self.chunk_voxels_grad if grad else self.chunk_voxels
-        out = None if grad else flat.new_empty(b, k, n)
-        pieces = []
-        for start in range(0, n, chunk):
-            # first layer, shared input: (B, K*c_out, C) @ (B, C, n) -> (B*K, c_out, n)
-            h = torch.baddbmm(b0, w0, flat[:, :, start : start + chunk]).view(b * k, w0.shape[1] // k, -1)
-            for w, bias in rest:  # per (sample, target); ReLU after every layer but the last
-                h = torch.baddbmm(bias, w, torch.relu(h) if grad else h.relu_())
-            if out is None:
-                pieces.append(h.view(b, k, -1))
-            else:
-                out[:, :, start : start + chunk] = h.view(b, k, -1)
-        result = torch.cat(pieces, dim=-1) if out is None else out
-        return result.view(b, k, *spatial)
+        if torch.is_grad_enabled() and (flat.requires_grad or params.requires_grad):
+            out = _ChunkedHeads.apply(flat, params, self.layer_shapes, self.chunk_voxels_grad)
+        else:
+            out = _run_chunks(flat, params.to(flat.dtype), self.layer_shapes, self.chunk_voxels)
+        return out.view(b, k, *spatial)
 
     def forward(self, features: Tensor, text_part: Tensor, bottleneck: Tensor | None = None) -> Tensor:
         """Segment every requested target.
@@ -207,6 +183,131 @@ class DynamicHead(nn.Module):
             ``logits (B, K, D, H, W)`` (one sigmoid map per target).
         """
         return self.run_heads(features, self.compute_params(text_part, bottleneck))
+
+
+LayerShapes = list[tuple[int, int]]
+
+
+def _layer_params(params: Tensor, layer_shapes: LayerShapes) -> list[tuple[Tensor, Tensor]]:
+    """Split ``params (B, K, P)`` into per-layer ``(weight, bias)``: the first layer as
+    ``(B, K*c_out, c_in)`` / ``(B, K*c_out, 1)`` (it reads the shared features), the others as
+    ``(B*K, c_out, c_in)`` / ``(B*K, c_out, 1)``."""
+    b, k = params.shape[:2]
+    layers = []
+    offset = 0
+    for layer, (c_out, c_in) in enumerate(layer_shapes):
+        w = params[..., offset : offset + c_out * c_in]
+        offset += c_out * c_in
+        bias = params[..., offset : offset + c_out]
+        offset += c_out
+        rows = (b, k * c_out) if layer == 0 else (b * k, c_out)
+        layers.append((w.reshape(*rows, c_in), bias.reshape(*rows, 1)))
+    return layers
+
+
+def _chunk_activations(x: Tensor, layers: list[tuple[Tensor, Tensor]], b: int, k: int) -> list[Tensor]:
+    """The post-ReLU activations of every layer but the last for one chunk ``x (B, C, n)``:
+    ``[(B*K, c_out, n)]`` (what the backward pass needs; the last layer is linear)."""
+    acts: list[Tensor] = []
+    if len(layers) < 2:
+        return acts
+    (w0, b0), *rest = layers
+    a = torch.baddbmm(b0, w0, x).view(b * k, w0.shape[1] // k, -1).relu_()
+    acts.append(a)
+    for w, bias in rest[:-1]:
+        a = torch.baddbmm(bias, w, a).relu_()
+        acts.append(a)
+    return acts
+
+
+def _run_chunks(flat: Tensor, params: Tensor, layer_shapes: LayerShapes, chunk: int) -> Tensor:
+    """``(B, K, N)`` logits without autograd (ReLU in place, one chunk's intermediates at a time)."""
+    b, k, n = flat.shape[0], params.shape[1], flat.shape[-1]
+    (w0, b0), *rest = _layer_params(params, layer_shapes)
+    out = flat.new_empty(b, k, n)
+    for start in range(0, n, chunk):
+        # first layer, shared input: (B, K*c_out, C) @ (B, C, n) -> (B*K, c_out, n)
+        h = torch.baddbmm(b0, w0, flat[:, :, start : start + chunk]).view(b * k, w0.shape[1] // k, -1)
+        for w, bias in rest:
+            h = torch.baddbmm(bias, w, h.relu_())
+        out[:, :, start : start + chunk] = h.view(b, k, -1)
+    return out
+
+
+class _ChunkedHeads(torch.autograd.Function):
+    """The per-target stacks with autograd, chunk by chunk in both directions.
+
+    Forward keeps only its inputs (the features and the ``(B, K, P)`` parameters); backward
+    recomputes each chunk's pre-activations and back-propagates through them by hand, summing
+    the parameter gradients over chunks. Autograd would instead keep ``K * 17`` full-size channels
+    of intermediates per sample, which made the head the largest part of the conditioning's price
+    in a training step. Both directions run in the features' dtype, outside autocast.
+    """
+
+    @staticmethod
+    def forward(  # type: ignore[override]
+        ctx: Any, flat: Tensor, params: Tensor, layer_shapes: LayerShapes, chunk: int
+    ) -> Tensor:
+        ctx.save_for_backward(flat, params)
+        ctx.layer_shapes, ctx.chunk = layer_shapes, chunk
+        with torch.autocast(flat.device.type, enabled=False):
+            return _run_chunks(flat, params.to(flat.dtype), layer_shapes, chunk)
+
+    @staticmethod
+    def backward(ctx: Any, grad_out: Tensor) -> tuple[Tensor | None, Tensor | None, None, None]:  # type: ignore[override]
+        flat, params = ctx.saved_tensors
+        with torch.autocast(flat.device.type, enabled=False):
+            g_flat, g_params = _chunked_backward(
+                flat,
+                params.to(flat.dtype),
+                grad_out.to(flat.dtype),
+                ctx.layer_shapes,
+                ctx.chunk,
+                features_grad=ctx.needs_input_grad[0],
+            )
+        return (
+            g_flat.to(flat.dtype) if g_flat is not None else None,
+            g_params.to(params.dtype),
+            None,
+            None,
+        )
+
+
+def _chunked_backward(
+    flat: Tensor,
+    params: Tensor,
+    grad_out: Tensor,
+    layer_shapes: LayerShapes,
+    chunk: int,
+    *,
+    features_grad: bool = True,
+) -> tuple[Tensor | None, Tensor]:
+    """Gradients of ``sum(grad_out * heads(flat, params))`` for ``flat (B, C, N)`` (``None``
+    unless ``features_grad``), ``params (B, K, P)``, ``grad_out (B, K, N)``."""
+    b, k, n = flat.shape[0], params.shape[1], flat.shape[-1]
+    layers = _layer_params(params, layer_shapes)
+    g_w = [torch.zeros_like(w) for w, _ in layers]
+    g_b = [torch.zeros_like(bias) for _, bias in layers]
+    g_flat = torch.empty_like(flat) if features_grad else None
+    for start in range(0, n, chunk):
+        x = flat[:, :, start : start + chunk]
+        acts = _chunk_activations(x, layers, b, k)
+        g = grad_out[:, :, start : start + chunk].reshape(b * k, 1, -1)
+        for i in range(len(layers) - 1, 0, -1):
+            a = acts[i - 1]
+            g_w[i].baddbmm_(g, a.transpose(1, 2))
+            g_b[i] += g.sum(-1, keepdim=True)
+            # ReLU's backward: zero where the activation is (a > 0 exactly where its input was)
+            g = torch.ops.aten.threshold_backward(torch.bmm(layers[i][0].transpose(1, 2), g), a, 0)
+        g0 = g.reshape(b, -1, g.shape[-1])  # (B, K*c_out, n)
+        g_w[0].baddbmm_(g0, x.transpose(1, 2))
+        g_b[0] += g0.sum(-1, keepdim=True)
+        if g_flat is not None:
+            g_flat[:, :, start : start + chunk] = torch.bmm(layers[0][0].transpose(1, 2), g0)
+    pieces = []
+    for gw, gb in zip(g_w, g_b, strict=True):
+        pieces += [gw.reshape(b, k, -1), gb.reshape(b, k, -1)]
+    return g_flat, torch.cat(pieces, dim=-1)
 
 
 __all__ = ["DynamicHead"]

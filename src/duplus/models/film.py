@@ -10,6 +10,10 @@ volume and reused for every sliding window:
   right after the block's last normalisation (see :class:`~duplus.models.blocks.ResidualBlock`).
   (It is not called ``apply``: that would shadow :meth:`torch.nn.Module.apply`, which recursive
   initialisers such as ``model.apply(init_fn)`` rely on.)
+* :meth:`Conditioner.modulator` ``params_i -> Modulator``: what block ``i`` is handed. FiLM hands
+  a :class:`~duplus.models.blocks.NormModulation`, which the block's norm folds into its own
+  affine (no extra pass over the features); ``FiLM.fuse_into_norm = False`` hands
+  :meth:`modulate` instead (the reference the fused path is tested against).
 
 All conditioners are the identity at initialisation (their last layer is zero-initialised), so a
 freshly built conditioned network computes exactly what the unconditioned one computes.
@@ -18,11 +22,13 @@ freshly built conditioned network computes exactly what the unconditioned one co
 from __future__ import annotations
 
 from collections.abc import Sequence
+from functools import partial
 
 import torch
 from torch import Tensor, nn
 
 from duplus.errors import ConfigError, InputError
+from duplus.models.blocks import Modulator, NormModulation
 
 
 class Conditioner(nn.Module):
@@ -62,6 +68,11 @@ class Conditioner(nn.Module):
         """Modulate block features ``x (B, C, D, H, W)`` with ``params (B, P)``; same shape out."""
         raise NotImplementedError
 
+    def modulator(self, params: Tensor) -> Modulator | None:
+        """What a block applies after its last norm for ``params (B, P)``: :meth:`modulate` bound
+        to ``params`` (conditioners that can fold into the norm override this)."""
+        return partial(self.modulate, params=params)
+
 
 class _MLPConditioner(Conditioner):
     """Shared trunk ``Linear(E, hidden) -> ReLU`` and one zero-initialised output layer whose
@@ -86,10 +97,23 @@ class FiLM(_MLPConditioner):
 
     ``gamma`` and ``beta`` come from a zero-initialised layer, so an untrained FiLM is the identity.
     Parameters per block: ``P_i = 2 C_i`` (``gamma`` first, then ``beta``).
+
+    By default FiLM is folded into the preceding instance norm's affine
+    (:class:`~duplus.models.blocks.NormModulation`): no pass over the features beyond the norm's
+    own. :attr:`fuse_into_norm` ``= False`` applies :meth:`modulate` after the norm instead (the
+    same result up to float rounding; the reference the fused path is tested against).
     """
+
+    fuse_into_norm: bool = True
 
     def params_per_block(self, channels: int) -> int:
         return 2 * channels
+
+    def modulator(self, params: Tensor) -> Modulator | None:
+        if not self.fuse_into_norm:
+            return super().modulator(params)
+        gamma, beta = params.view(params.shape[0], 2, -1).unbind(1)
+        return NormModulation(gamma, beta)
 
     def modulate(self, x: Tensor, params: Tensor) -> Tensor:
         gamma, beta = params.view(params.shape[0], 2, -1, *([1] * (x.ndim - 2))).unbind(1)
@@ -126,6 +150,9 @@ class NoConditioning(Conditioner):
 
     def modulate(self, x: Tensor, params: Tensor) -> Tensor:
         return x
+
+    def modulator(self, params: Tensor) -> Modulator | None:
+        return None
 
 
 CONDITIONERS: dict[str, type[Conditioner]] = {"film": FiLM, "gate": ChannelGate, "none": NoConditioning}
