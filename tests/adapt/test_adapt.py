@@ -192,8 +192,9 @@ def test_adapter_file_and_merged_checkpoint_reproduce_the_adapted_model(
     image = load_nifti(
         sorted((base_ckpt.parents[1] / "ph" / "Task02_PhantomPancreasCT" / "imagesTs").iterdir())[0]
     )
-    p1 = adapted.predict(image, "CT", "abdomen", ["pancreas"], overlap=0.25)
-    p2 = merged.predict(image, "CT", "abdomen", ["pancreas"], overlap=0.25)
+    p1 = adapted.predict(image, "CT", "abdomen", ["pancreas"], overlap=0.25, probabilities=True)
+    p2 = merged.predict(image, "CT", "abdomen", ["pancreas"], overlap=0.25, probabilities=True)
+    assert p1.probabilities is not None and p2.probabilities is not None
     assert p1.probabilities.shape[1:] == image.spatial_shape
     torch.testing.assert_close(
         torch.from_numpy(p1.probabilities), torch.from_numpy(p2.probabilities), rtol=0, atol=1e-5

@@ -69,7 +69,7 @@ def threshold(checkpoint: Path, ct_series) -> float:  # type: ignore[no-untyped-
     volume = load_dicom_series(ct_series.files[0].parent)
     prob = (
         Predictor.from_checkpoint(checkpoint, device="cpu")
-        .predict(volume, "CT", "abdomen", TARGETS)
+        .predict(volume, "CT", "abdomen", TARGETS, probabilities=True)
         .probabilities
     )
     return float(np.quantile(prob, 0.7))

@@ -82,8 +82,10 @@ def test_liver_and_spleen_prompts_give_disjoint_masks(trained):
 def test_target_result_does_not_depend_on_other_targets(trained):
     predictor = Predictor.from_checkpoint(trained)
     vol = load_like(make_phantom_case(5, kind="abdomen", modality="CT", shape=(48, 48, 48)))
-    alone = predictor.predict(vol, "CT", "abdomen", ["spleen"]).probabilities[0]
-    among = predictor.predict(vol, "CT", "abdomen", ["liver", "spleen", "left kidney"]).probabilities[1]
+    alone = predictor.predict(vol, "CT", "abdomen", ["spleen"], probabilities=True).probabilities[0]
+    among = predictor.predict(
+        vol, "CT", "abdomen", ["liver", "spleen", "left kidney"], probabilities=True
+    ).probabilities[1]
     np.testing.assert_allclose(alone, among, atol=1e-5)
 
 

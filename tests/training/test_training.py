@@ -177,10 +177,10 @@ def test_head_position_run_trains_on_patch_positions_and_predicts_with_them(tmp_
     predictor = Predictor.from_checkpoint(ckpt_path)
     assert predictor.model.head_position and predictor.model.head.in_channels == 11
     vol = load_image(next((phantom_root / "Task01_PhantomAbdomenCT" / "imagesTs").glob("*.nii.gz")))
-    plain = predictor.predict(vol, "CT", "abdomen", ["liver", "left kidney"])
+    plain = predictor.predict(vol, "CT", "abdomen", ["liver", "left kidney"], probabilities=True)
     assert predictor.mirror_axes == ("ap", "si")  # read from the checkpoint's train config
     assert predictor._tta_flips() == [(), (3,), (4,), (3, 4)]
-    mirrored = predictor.predict(vol, "CT", "abdomen", ["liver", "left kidney"], tta=True)
+    mirrored = predictor.predict(vol, "CT", "abdomen", ["liver", "left kidney"], tta=True, probabilities=True)
     assert plain.masks.shape == mirrored.masks.shape == (2, *vol.spatial_shape)
     assert not np.allclose(plain.probabilities, mirrored.probabilities)  # TTA ran (and averaged)
     # a model trained without mirroring refuses TTA, naming its checkpoint

@@ -1,16 +1,14 @@
 """The result of :meth:`Predictor.predict` and the lean way it is assembled.
 
 Memory is what limits a CPU user on a big CT (25 targets on a 512 x 512 x 300 grid are 7.9 GB
-as float32 maps). The default path therefore never holds full-resolution float maps of every
-target: the stitched probabilities stay on the model's grid as float16 (``(K, d, h, w)``, the
-body crop at the training spacing), and each target is resampled onto the input grid on its
-own, thresholded into its uint8 mask, and dropped. A target's probability map on the input grid
-is recomputed on demand (:meth:`Prediction.probability`). Only when the caller asks for the
-probabilities (``probabilities=True``, ``--save-probabilities``) is the float32 ``(K, I, J, K)``
-stack built, exactly as before.
-
-The masks of the two paths agree except where a voxel's probability lies within float16's
-rounding of the threshold (``|p - t| < 2e-3``; tested).
+as float32 maps). The default path therefore never builds full-resolution float maps of every
+target: the stitched probabilities stay on the model's grid (``(K, d, h, w)``, the body crop at
+the training spacing), each target is resampled onto the input grid on its own and thresholded
+into its uint8 mask (the same masks as resampling the whole stack: the resampling is per channel),
+and the model-grid maps are then kept as float16. A target's probability map on the input grid
+is recomputed from them on demand (:meth:`Prediction.probability`, float16 rounding: < 5e-4).
+Only when the caller asks for the probabilities (``probabilities=True``, ``--save-probabilities``)
+is the float32 ``(K, I, J, K)`` stack built.
 """
 
 from __future__ import annotations
@@ -94,7 +92,7 @@ def masks_on_input_grid(
     prob: np.ndarray, model_affine: np.ndarray, shape: Sequence[int], affine: np.ndarray, threshold: float
 ) -> np.ndarray:
     """``(K, I, J, K)`` uint8 masks from model-grid probabilities ``(K, d, h, w)``, one target at a
-    time (peak memory: the masks and one float32 map)."""
+    time (beyond the masks, one float32 map on the input grid at a time)."""
     masks = np.empty((prob.shape[0], *(int(s) for s in shape)), dtype=np.uint8)
     for k in range(prob.shape[0]):
         np.greater_equal(target_to_input_grid(prob[k], model_affine, shape, affine), threshold, out=masks[k])

@@ -301,8 +301,8 @@ class Predictor:
             precision: ``auto``, ``fp32``, ``bf16`` or ``fp16`` (``auto``: float32 on the CPU,
                 bfloat16 with ``fast`` on a CPU that has it natively; bfloat16 autocast on CUDA).
             probabilities: also keep the float32 ``(K, I, J, K)`` probability stack
-                (:attr:`Prediction.probabilities`); without it only float16 maps on the model's
-                grid are kept and the masks are made one target at a time.
+                (:attr:`Prediction.probabilities`); without it the masks are made one target at a
+                time (the same masks) and only float16 maps on the model's grid are kept.
 
         Returns:
             :class:`Prediction` on the input grid.
@@ -341,32 +341,23 @@ class Predictor:
                 body=pre.body if settings.skip_air else None,
                 stats=run,
             )
+        prob_np = prob.numpy()
         if probabilities:  # the float32 stack on the input grid, as asked
             prob_in = resample_to_grid(
-                prob.numpy(),
-                pre.affine,
-                volume.spatial_shape,
-                volume.affine,
-                mode="linear",
-                padding_value=0.0,
+                prob_np, pre.affine, volume.spatial_shape, volume.affine, mode="linear", padding_value=0.0
             )
-            return Prediction(
-                masks=(prob_in >= threshold).astype(np.uint8),
-                targets=targets,
-                affine=volume.affine,
-                prompts=prompts,
-                probabilities=prob_in,
-                model_probabilities=prob.numpy().astype(np.float16),
-                model_affine=pre.affine,
-                run=run,
-            )
-        prob16 = prob.numpy().astype(np.float16)
-        del prob
+            masks = (prob_in >= threshold).astype(np.uint8)
+        else:  # one target at a time: the same masks without the stack
+            prob_in = None
+            masks = masks_on_input_grid(prob_np, pre.affine, volume.spatial_shape, volume.affine, threshold)
+        prob16 = prob_np.astype(np.float16)
+        del prob, prob_np
         return Prediction(
-            masks=masks_on_input_grid(prob16, pre.affine, volume.spatial_shape, volume.affine, threshold),
+            masks=masks,
             targets=targets,
             affine=volume.affine,
             prompts=prompts,
+            probabilities=prob_in,
             model_probabilities=prob16,
             model_affine=pre.affine,
             run=run,
