@@ -13,8 +13,9 @@ import argparse
 import logging
 import re
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 from duplus import __version__
 from duplus.errors import DuplusError
@@ -223,23 +224,22 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 # ---------------------------------------------------------------------- parser
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="duplus",
-        description="DuPLUS: text-prompted universal 3D medical image segmentation and prognosis.",
-    )
-    parser.add_argument("--version", action="version", version=f"duplus {__version__}")
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+def _command(
+    sub: Any, name: str, help_: str, func: Callable[[argparse.Namespace], int]
+) -> argparse.ArgumentParser:
+    """A sub-command with the common ``-q/--quiet`` option, dispatching to ``func``."""
+    p = sub.add_parser(name, help=help_, description=help_)
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bars; warnings and errors only")
+    p.set_defaults(func=func)
+    return p
 
-    def add(name: str, help_: str, func) -> argparse.ArgumentParser:  # type: ignore[no-untyped-def]
-        p = sub.add_parser(name, help=help_, description=help_)
-        p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
-        p.set_defaults(func=func)
-        return p
 
-    p = add(
-        "demo", "embedded default: phantoms, training, prompted segmentation, experiments, report", cmd_demo
+def _add_demo(sub: Any) -> None:
+    p = _command(
+        sub,
+        "demo",
+        "embedded default: phantoms, training, prompted segmentation, experiments, report",
+        cmd_demo,
     )
     p.add_argument("--out", default="runs/demo", help="run folder (default: runs/demo)")
     p.add_argument("--quick", action="store_true", help="smoke version, about 2 minutes")
@@ -248,8 +248,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--iterations", type=int, default=None, help="training steps (default: 900; 12 with --quick)"
     )
 
-    p = add(
-        "make-phantoms", "write the synthetic CT/MRI/PET phantom collection (MSD layout)", cmd_make_phantoms
+
+def _add_make_phantoms(sub: Any) -> None:
+    p = _command(
+        sub,
+        "make-phantoms",
+        "write the synthetic CT/MRI/PET phantom collection (MSD layout)",
+        cmd_make_phantoms,
     )
     p.add_argument("out", help="output folder")
     p.add_argument("--cases", type=int, default=8, help="training cases per dataset")
@@ -274,8 +279,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--overwrite", action="store_true", help="replace dataset folders an earlier make-phantoms wrote"
     )
 
-    p = add(
-        "prepare", "resample, normalise and cache datasets once (MSD, nnU-Net, YAML, HECKTOR)", cmd_prepare
+
+def _add_prepare(sub: Any) -> None:
+    p = _command(
+        sub,
+        "prepare",
+        "resample, normalise and cache datasets once (MSD, nnU-Net, YAML, HECKTOR)",
+        cmd_prepare,
     )
     p.add_argument("datasets", nargs="+", help="dataset.json files, dataset folders or YAML specs")
     p.add_argument("--out", required=True, help="cache folder")
@@ -285,7 +295,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--region", help="body region, when the dataset does not name one (e.g. abdomen)")
     p.add_argument("--include-test", action="store_true", help="also prepare the unlabelled test images")
 
-    p = add("train", "multi-dataset, partial-label training from a YAML config (torchrun for DDP)", cmd_train)
+
+def _add_train(sub: Any) -> None:
+    p = _command(
+        sub, "train", "multi-dataset, partial-label training from a YAML config (torchrun for DDP)", cmd_train
+    )
     p.add_argument("--config", help="training YAML (see configs/)")
     p.add_argument("--out", help="run folder")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from its last checkpoint")
@@ -293,7 +307,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--set", action="append", metavar="KEY=VALUE", help="override a config value, e.g. iterations=200"
     )
 
-    p = add("segment", "segment NIfTI/DICOM images for targets named by text", cmd_segment)
+
+def _add_segment(sub: Any) -> None:
+    p = _command(sub, "segment", "segment NIfTI/DICOM images for targets named by text", cmd_segment)
     p.add_argument(
         "-i",
         "--input",
@@ -362,7 +378,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--preview", action="store_true", help="write a PNG overlay per case")
 
-    p = add("evaluate", "Dice, HD95 and NSD per case and target (CSV + Markdown)", cmd_evaluate)
+
+def _add_evaluate(sub: Any) -> None:
+    p = _command(sub, "evaluate", "Dice, HD95 and NSD per case and target (CSV + Markdown)", cmd_evaluate)
     p.add_argument("--pred", required=True, help="folder of predictions (per-target masks or --ml maps)")
     p.add_argument("--ref", required=True, help="folder of reference label maps or masks")
     p.add_argument("--labels", help="labels.json / dataset.json naming the reference label values")
@@ -372,13 +390,19 @@ def build_parser() -> argparse.ArgumentParser:
         "--overwrite", action="store_true", help="replace metrics an earlier duplus evaluate wrote"
     )
 
-    p = add("adapt", "parameter-efficient adaptation (frozen backbone, LoRA/head) to a new task", cmd_adapt)
+
+def _add_adapt(sub: Any) -> None:
+    p = _command(
+        sub, "adapt", "parameter-efficient adaptation (frozen backbone, LoRA/head) to a new task", cmd_adapt
+    )
     p.add_argument("-c", "--checkpoint", required=True, help="base model: " + CHECKPOINT_HELP)
     p.add_argument("--config", required=True, help="adaptation YAML")
     p.add_argument("--out", required=True, help="run folder")
     p.add_argument("--merge", action="store_true", help="also write a standalone merged checkpoint")
 
-    p = add("prognosis", "survival risk from image + EHR text: cv, train, predict", cmd_prognosis)
+
+def _add_prognosis(sub: Any) -> None:
+    p = _command(sub, "prognosis", "survival risk from image + EHR text: cv, train, predict", cmd_prognosis)
     psub = p.add_subparsers(dest="prognosis_command", metavar="ACTION", required=True)
     for action, help_ in (
         ("cv", "k-fold cross-validation per mode (image, ehr, both) beside a CoxPH baseline"),
@@ -405,7 +429,11 @@ def build_parser() -> argparse.ArgumentParser:
             q.add_argument("--model", required=True, help="folder written by `duplus prognosis train`")
     p.set_defaults(func=cmd_prognosis)
 
-    p = add("export", "write a checkpoint or adapter as one .duplus bundle with a model card", cmd_export)
+
+def _add_export(sub: Any) -> None:
+    p = _command(
+        sub, "export", "write a checkpoint or adapter as one .duplus bundle with a model card", cmd_export
+    )
     p.add_argument("-c", "--checkpoint", required=True, help=CHECKPOINT_HELP + "; or an adapter file")
     p.add_argument("-o", "--output", required=True, help="bundle file to write (.duplus)")
     p.add_argument(
@@ -416,14 +444,36 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--name", help="model name in the card (default: the bundle's file name)")
 
-    p = add(
-        "import", "install a .duplus bundle under $DUPLUS_HOME/models/NAME (default ~/.duplus)", cmd_import
+
+def _add_import(sub: Any) -> None:
+    p = _command(
+        sub,
+        "import",
+        "install a .duplus bundle under $DUPLUS_HOME/models/NAME (default ~/.duplus)",
+        cmd_import,
     )
     p.add_argument("bundle", help=".duplus file from `duplus export`")
     p.add_argument("--name", help="install under this name (default: the name in its card)")
     p.add_argument("--overwrite", action="store_true", help="replace a model of that name installed earlier")
 
-    add("models", "list installed and packaged models", cmd_models)
+
+def _add_models(sub: Any) -> None:
+    _command(sub, "models", "list installed and packaged models", cmd_models)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="duplus",
+        description="DuPLUS: text-prompted universal 3D medical image segmentation and prognosis.",
+    )
+    parser.add_argument("--version", action="version", version=f"duplus {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for add in (
+        _add_demo, _add_make_phantoms, _add_prepare, _add_train, _add_segment, _add_evaluate,
+        _add_adapt, _add_prognosis, _add_export, _add_import, _add_models,
+    ):  # fmt: skip
+        add(sub)
     return parser
 
 

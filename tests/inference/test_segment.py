@@ -111,7 +111,7 @@ def test_multilabel_output_and_evaluate(tmp_path, trained):
                "--out", str(tmp_path / "eval")])  # fmt: skip
     assert rc == 0
     rows = (tmp_path / "eval" / "metrics.csv").read_text().strip().splitlines()
-    assert rows[0] == "case,target,dice,hd95,nsd" and len(rows) == 3
+    assert rows[0] == "case,target,dice,hd95,nsd,missed,spurious" and len(rows) == 3
     liver_dice = float(rows[1].split(",")[2])
     assert liver_dice > 0.7
     assert "| liver |" in (tmp_path / "eval" / "metrics.md").read_text()

@@ -366,6 +366,8 @@ def segment_files(
 ) -> list[Path]:
     """Segment a NIfTI file, a folder of them or a DICOM series; write the masks into ``output``.
 
+    (Long only by its signature and this docstring: one argument per ``duplus segment`` option.)
+
     Writes ``output/<case>/<target>.nii.gz`` per target or, with ``ml``, ``output/<case>.nii.gz``
     and ``output/labels.json``; with ``save_probabilities`` also ``<case>_probabilities.nii.gz``.
     The write rule of :class:`~duplus.fileio.OutputFolder` holds: nothing that exists is replaced
@@ -430,13 +432,6 @@ def segment_files(
                 save_probabilities=save_probabilities,
                 clinical=clinical,
             )
-            logger.info(
-                "%s: %s",
-                case,
-                ", ".join(
-                    f"{t}={int(m.sum())} voxels" for t, m in zip(pred.targets, pred.masks, strict=True)
-                ),
-            )
         written.extend(clinical.finish(folder.root))
     return written
 
@@ -455,6 +450,9 @@ def _write_case(
     """Assemble one case's outputs in a staging folder, then move them into place."""
     from duplus.data.io import save_nifti
     from duplus.inference.postprocess import write_multilabel, write_per_target
+
+    voxels = ", ".join(f"{t}={int(m.sum())} voxels" for t, m in zip(pred.targets, pred.masks, strict=True))
+    logger.info("%s: %s", case, voxels)
 
     with folder.staging_folder() as stage:
         staged: dict[str, Path] = {}
