@@ -1,6 +1,7 @@
-"""Run under ``torchrun --nproc_per_node 2``: train two steps with the real Trainer and record, per
-step, each rank's own gradient (no all-reduce) and the gradient DDP hands the optimizer; after the
-run, every rank's weights. Rank 0 writes ``ddp_probe.json`` with the comparisons.
+"""Run under ``torchrun --nproc_per_node 2``: train with the real Trainer and record, per step, each
+rank's own gradient (no all-reduce), the gradient DDP hands the optimizer and the ranks' mean loss;
+after the run, every rank's weights. Rank 0 writes ``ddp_probe.json`` with the comparisons and
+``ddp_weights.pt`` with rank 0's final weights.
 
 Usage: ``torchrun --standalone --nproc_per_node 2 ddp_probe.py CONFIG.yaml RUN_DIR``.
 """
@@ -56,6 +57,8 @@ class Probe(Trainer):
             torch.nn.utils.clip_grad_norm_ = real_clip  # type: ignore[assignment]
         gathered = [torch.zeros_like(local) for _ in range(dist.get_world_size())]
         dist.all_gather(gathered, local)
+        loss = torch.tensor([out["loss"]], dtype=torch.float64)
+        dist.all_reduce(loss)
         mean = torch.stack(gathered).mean(0)
         others = [g for r, g in enumerate(gathered) if r != dist.get_rank()]
         self.records.append(
@@ -63,6 +66,7 @@ class Probe(Trainer):
                 "ddp_vs_mean_of_local": float((synced[0] - mean).abs().max()),
                 "local_vs_other_rank": float((local - others[0]).abs().max()),
                 "grad_scale": float(mean.abs().max()),
+                "loss_mean_over_ranks": float(loss) / dist.get_world_size(),
             }
         )
         return out
@@ -83,6 +87,7 @@ def main() -> None:
             "weights_max_diff_across_ranks": float((gathered[0] - gathered[1]).abs().max()),
         }
         (run / "ddp_probe.json").write_text(json.dumps(result, indent=2))
+        torch.save(probe.model.state_dict(), run / "ddp_weights.pt")
     dist.barrier()
 
 

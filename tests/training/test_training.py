@@ -224,6 +224,49 @@ def test_ddp_averages_gradients_and_ranks_agree(tmp_path, phantom_root):
     assert result["weights_max_diff_across_ranks"] == 0.0
 
 
+def test_two_ranks_follow_the_loss_curve_of_one_process_with_twice_the_batch(tmp_path, phantom_root):
+    """``torchrun --nproc_per_node 2`` (gloo) with batch B per rank trains like one process with
+    batch 2B: the same patches (rank r takes samples r*B..r*B+B-1 of each step's 2B), so the mean
+    of the ranks' losses is the big batch's loss and the averaged gradient its gradient. Patches
+    cover the whole 32^3 phantom, so every rank supervises the same number of present targets and
+    the per-rank means average to the global one. Equal up to float rounding (batch-size-dependent
+    kernels, all-reduce order): losses within 1e-4 relative over 4 steps, weights within 1e-4."""
+    import json
+
+    common = dict(
+        iterations=4, steps_per_epoch=4, paraphrase_t2=False, augment="none", val_fraction=0.0,
+        fg_oversample=0.0, datasets=[{"spec": str(phantom_root / "Task01_PhantomAbdomenCT" / "dataset.json")}],
+    )  # fmt: skip
+    cfg2 = write_config(tmp_path / "ddp.yaml", phantom_root, tmp_path / "cache", batch_size=2, **common)
+    run = tmp_path / "ddp"
+    probe = Path(__file__).with_name("ddp_probe.py")
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+           str(probe), str(cfg2), str(run)]  # fmt: skip
+    done = subprocess.run(
+        cmd, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True, timeout=600
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    ddp = [step["loss_mean_over_ranks"] for step in json.loads((run / "ddp_probe.json").read_text())["steps"]]
+
+    losses: list[float] = []
+
+    class Recorder(Trainer):
+        def train_step(self, batch):
+            out = super().train_step(batch)
+            losses.append(out["loss"])
+            return out
+
+    cfg4 = write_config(tmp_path / "one.yaml", phantom_root, tmp_path / "cache", batch_size=4, **common)
+    single = Recorder(resolve_train_config(cfg4), tmp_path / "one", progress=False)
+    single.fit()
+    assert len(ddp) == len(losses) == 4
+    assert losses[0] != losses[-1]  # it trained
+    np.testing.assert_allclose(ddp, losses, rtol=1e-4, atol=0)
+    weights = torch.load(run / "ddp_weights.pt", weights_only=True)
+    for name, value in single.model.state_dict().items():
+        torch.testing.assert_close(weights[name], value, rtol=1e-4, atol=1e-4, msg=name)
+
+
 def test_resume_reads_the_prompt_cache_instead_of_encoding_again(tmp_path, phantom_root):
     cfg = write_config(tmp_path / "c.yaml", phantom_root, tmp_path / "cache", val_fraction=0.0)
     train(config=cfg, out=tmp_path / "run", progress=False, max_steps=2)
