@@ -113,3 +113,25 @@ def test_bad_arguments() -> None:
         resample_to_grid(np.zeros((2, 2, 2)), np.eye(4), (2, 2, 2), np.eye(4))
     with pytest.raises(ValueError, match="spacing"):
         ras_grid_for((2, 2, 2), np.eye(4), (1.0, 0.0, 1.0))
+
+
+@pytest.mark.parametrize("kind", ["oblique", "permuted"])
+def test_mask_resampling_equals_thresholding_the_resampled_map(kind: str) -> None:
+    """``resample_mask_to_grid`` (slab by slab, or on the source grid for an exact mapping) gives
+    the voxels of thresholding ``resample_to_grid``'s float map."""
+    from duplus.data.resample import resample_mask_to_grid, resample_to_grid
+
+    rng = np.random.default_rng(0)
+    prob = rng.random((9, 11, 7)).astype(np.float32)
+    src = np.diag([2.0, 2.0, 3.0, 1.0])
+    if kind == "oblique":
+        c, s = np.cos(0.3), np.sin(0.3)
+        dst = np.array([[c, -s, 0, 0.5], [s, c, 0, 1.0], [0, 0, 1.2, -1.0], [0, 0, 0, 1]])
+        shape = (22, 25, 20)
+    else:  # LPS flip + axis swap at the same spacing: exact
+        dst = np.array([[0, -2.0, 0, 20.0], [-2.0, 0, 0, 16.0], [0, 0, 3.0, 0], [0, 0, 0, 1]])
+        shape = (11, 9, 7)
+    ref = resample_to_grid(prob[None], src, shape, dst, mode="linear", padding_value=0.0)[0] >= 0.5
+    out = resample_mask_to_grid(prob, src, shape, dst, 0.5)
+    assert out.dtype == np.uint8 and 0 < out.sum() < out.size
+    np.testing.assert_array_equal(out, ref.astype(np.uint8))

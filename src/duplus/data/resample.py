@@ -10,6 +10,7 @@ spacing, or the identity) the result is copied by array indexing and is exact.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -118,9 +119,60 @@ def resample_to_grid(
     return _resample_grid_sample(data, m, shape, mode, padding_value).astype(out_dtype, copy=False)
 
 
+def resample_mask_to_grid(
+    prob: np.ndarray | torch.Tensor,
+    src_affine: np.ndarray,
+    dst_shape: tuple[int, int, int] | list[int] | np.ndarray,
+    dst_affine: np.ndarray,
+    threshold: float,
+    out: np.ndarray | None = None,
+) -> np.ndarray:
+    """``resample_to_grid(prob[None], ..., "linear")[0] >= threshold`` as uint8, without the
+    float32 map on the destination grid: thresholded chunk by chunk (or, for an exact grid
+    mapping, thresholded on the source grid, which gives the same voxels).
+
+    Args:
+        prob: ``(I, J, K)`` source values (e.g. one target's probabilities).
+        src_affine: ``(4, 4)`` source voxel -> world.
+        dst_shape: ``(3,)`` destination grid shape.
+        dst_affine: ``(4, 4)`` destination voxel -> world.
+        threshold: values ``>= threshold`` give 1 (outside the source: 0, as a 0 padding does).
+        out: ``(*dst_shape)`` uint8 array to fill (e.g. one target's slot of a mask stack).
+
+    Returns:
+        ``out`` (or a new array), uint8 0/1.
+    """
+    data = _as_numpy(prob)
+    if data.ndim != 3:
+        raise ValueError(f"prob must be (I, J, K), got shape {data.shape}")
+    shape = tuple(int(s) for s in np.asarray(dst_shape).reshape(-1))
+    if out is None:
+        out = np.empty(shape, dtype=np.uint8)
+    m = _dst_to_src(src_affine, dst_affine)
+    perm = _signed_permutation(m)
+    if perm is not None:
+        pad = 1 if threshold <= 0.0 else 0  # padding value 0 compared with the threshold
+        above = (data >= threshold).astype(np.uint8)[None]
+        out[...] = _resample_exact(above, shape, perm, pad)[0]  # type: ignore[arg-type]
+        return out
+    for start, stop, values in _grid_sample_chunks(data[None], m, shape, "linear", 0.0):
+        np.greater_equal(values[0], threshold, out=out[start:stop])
+    return out
+
+
 def _resample_grid_sample(
     data: np.ndarray, m: np.ndarray, dst_shape: tuple[int, ...], mode: str, pad: float
 ) -> np.ndarray:
+    out = np.empty((data.shape[0], *dst_shape), dtype=np.float32)
+    for start, stop, values in _grid_sample_chunks(data, m, dst_shape, mode, pad):
+        out[:, start:stop] = values
+    return out
+
+
+def _grid_sample_chunks(
+    data: np.ndarray, m: np.ndarray, dst_shape: tuple[int, ...], mode: str, pad: float
+) -> Iterator[tuple[int, int, np.ndarray]]:
+    """``(start, stop, values (C, stop - start, J, K))`` over slabs of the destination's first axis."""
     src = torch.from_numpy(np.ascontiguousarray(data, dtype=np.float32))
     if pad != 0.0:
         src = src - pad  # grid_sample pads with zeros; shifting makes it pad with ``pad``
@@ -143,7 +195,6 @@ def _resample_grid_sample(
     # grid_sample's last grid axis is (x, y, z) = (K, J, I): reverse the rows
     full_t = torch.from_numpy(full[[2, 1, 0], :].astype(np.float32))
     src5 = src.unsqueeze(0)
-    out = torch.empty((data.shape[0], *dst_shape), dtype=torch.float32)
     rows = max(1, _CHUNK_VOXELS // max(1, dst_shape[1] * dst_shape[2]))
     jj, kk = torch.meshgrid(
         torch.arange(dst_shape[1], dtype=torch.float32),
@@ -162,11 +213,10 @@ def _resample_grid_sample(
         )
         sampled = F.grid_sample(
             src5, grid.unsqueeze(0), mode=gs_mode, padding_mode="zeros", align_corners=True
-        )
-        out[:, start:stop] = sampled[0]
-    if pad != 0.0:
-        out += pad
-    return out.numpy()
+        )[0]
+        if pad != 0.0:
+            sampled += pad
+        yield start, stop, sampled.numpy()
 
 
 def ras_grid_for(

@@ -4,7 +4,8 @@ Memory is what limits a CPU user on a big CT (25 targets on a 512 x 512 x 300 gr
 as float32 maps). The default path therefore never builds full-resolution float maps of every
 target: the stitched probabilities stay on the model's grid (``(K, d, h, w)``, the body crop at
 the training spacing), each target is resampled onto the input grid on its own and thresholded
-into its uint8 mask (the same masks as resampling the whole stack: the resampling is per channel),
+into its uint8 mask slab by slab (the same masks as thresholding the resampled float32 stack: the
+resampling is per channel),
 and the model-grid maps are then kept as float16. A target's probability map on the input grid
 is recomputed from them on demand (:meth:`Prediction.probability`, float16 rounding: < 5e-4).
 Only when the caller asks for the probabilities (``probabilities=True``, ``--save-probabilities``)
@@ -19,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from duplus.data.resample import resample_to_grid
+from duplus.data.resample import resample_mask_to_grid, resample_to_grid
 
 
 @dataclass
@@ -92,10 +93,10 @@ def masks_on_input_grid(
     prob: np.ndarray, model_affine: np.ndarray, shape: Sequence[int], affine: np.ndarray, threshold: float
 ) -> np.ndarray:
     """``(K, I, J, K)`` uint8 masks from model-grid probabilities ``(K, d, h, w)``, one target at a
-    time (beyond the masks, one float32 map on the input grid at a time)."""
+    time and thresholded slab by slab: beyond the masks, no float map on the input grid is held."""
     masks = np.empty((prob.shape[0], *(int(s) for s in shape)), dtype=np.uint8)
     for k in range(prob.shape[0]):
-        np.greater_equal(target_to_input_grid(prob[k], model_affine, shape, affine), threshold, out=masks[k])
+        resample_mask_to_grid(prob[k], model_affine, shape, affine, threshold, out=masks[k])
     return masks
 
 

@@ -267,7 +267,9 @@ class ResidualBlock(nn.Module):
             h = self.norm2(self.conv2(h))
             if modulate is not None:
                 h = modulate(h)
-        return self.act2(h + self.shortcut(x))
+        if torch.is_grad_enabled():
+            return self.act2(h + self.shortcut(x))
+        return self.act2(h.add_(self.shortcut(x)))  # inference: no new tensor for the sum
 
 
 class UpSample(nn.Module):
