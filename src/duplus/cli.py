@@ -47,6 +47,7 @@ def cmd_make_phantoms(args: argparse.Namespace) -> int:
         Path(args.out),
         cases=args.cases,
         seed=args.seed,
+        test_seed=args.test_seed,
         test_cases=args.test_cases,
         dataset_cases={
             name: (train, args.test_cases if test is None else test)
@@ -125,6 +126,7 @@ def cmd_segment(args: argparse.Namespace) -> int:
         output_type=args.output_type,
         statistics=args.statistics,
         preview=args.preview,
+        exact_prompts=args.exact_prompts,
     )
     print(f"{len(written)} output(s) written to {args.output}")
     return 0
@@ -268,7 +270,14 @@ def _add_make_phantoms(sub: Any) -> None:
     )
     p.add_argument("--shape", type=int, default=96, help="grid of the isotropic cases (96 -> 1 mm voxels)")
     p.add_argument("--cohort", type=int, default=0, help="patients in the HECKTOR-layout prognosis cohort")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="seed of the training cases")
+    p.add_argument(
+        "--test-seed",
+        type=int,
+        default=None,
+        help="seed of the held-out cases and the cohort, a stream apart from training (default: --seed);"
+        " report test figures only on a test seed no setting was chosen on",
+    )
     p.add_argument(
         "--workers",
         type=int,
@@ -328,6 +337,12 @@ def _add_segment(sub: Any) -> None:
         help="adapter from `duplus adapt`: its file, its run folder, or an installed adapter NAME",
     )
     p.add_argument("--ml", action="store_true", help="one multi-label map per case plus labels.json")
+    p.add_argument(
+        "--exact-prompts",
+        action="store_true",
+        help="send each target text as written; by default a text is read as the trained target it names"
+        " (synonym, misspelling, close paraphrase) and one naming no trained target gets an empty mask",
+    )
     p.add_argument(
         "--tta",
         action="store_true",

@@ -39,6 +39,7 @@ class ModelConfig:
     preset: str = "tiny"
     conditioning: str = "film"  # film | gate | none
     single_prompt: bool = False  # one prompt drives FiLM and head (ablation baseline)
+    single_stem: bool = False  # one shared input stem for every modality (ablation baseline)
     head_context: str = "bottleneck"  # bottleneck | none: pooled image features in the controller
     head_position: bool = False  # the head also reads each voxel's position (duplus.models.position)
     features: list[int] | None = None  # override the preset's widths

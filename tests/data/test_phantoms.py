@@ -242,7 +242,7 @@ def test_msd_layout_readable_by_monai(collection: tuple[Path, dict[str, Path]]) 
     with_pancreas = [d.task for d in PHANTOM_DATASETS if "pancreas" in d.labels.values()]
     assert with_pancreas == ["Task02_PhantomPancreasCT"]
     index = json.loads((out / "phantoms.json").read_text())
-    assert index["seed"] == 3 and len(index["datasets"]) == 6
+    assert index["seed"] == 3 and index["test_seed"] == 3 and len(index["datasets"]) == 6
     assert all((out / d["path"] / "dataset.json").is_file() for d in index["datasets"])
 
 
@@ -268,6 +268,37 @@ def test_collection_is_bit_identical(tmp_path: Path) -> None:
     assert files_a == files_b and len(files_a) > 20
     for rel in files_a:
         assert (tmp_path / "a" / rel).read_bytes() == (tmp_path / "b" / rel).read_bytes(), rel
+
+
+def test_held_out_cases_come_from_the_test_seed(tmp_path: Path) -> None:
+    """Held-out cases and the cohort are drawn from the test seed's own stream: another test seed
+    changes them and nothing else, and no held-out case shares a training case's seed."""
+    from duplus.data.phantoms.case import TEST_STREAM, case_seed
+    from duplus.data.phantoms.datasets import dataset_case_seed
+
+    kwargs = {"cases": 2, "test_cases": 2, "seed": 4, "shape": 16, "cohort_cases": 2, "cohort_shape": 16}
+    make_phantoms(tmp_path / "a", test_seed=11, progress=False, **kwargs)
+    make_phantoms(tmp_path / "b", test_seed=12, progress=False, **kwargs)
+    files = sorted(p.relative_to(tmp_path / "a") for p in (tmp_path / "a").rglob("*.nii.gz"))
+    changed = {
+        str(f) for f in files if (tmp_path / "a" / f).read_bytes() != (tmp_path / "b" / f).read_bytes()
+    }
+    assert changed and all(("imagesTs" in f or "labelsTs" in f or "HECKTOR" in f) for f in changed)
+    assert not any("imagesTr" in f and "Task0" in f for f in changed)
+    assert any("HECKTOR" in f for f in changed)  # the cohort is reported: it comes from the test seed
+    index = json.loads((tmp_path / "a" / "phantoms.json").read_text())
+    assert (index["seed"], index["test_seed"]) == (4, 11)
+    for t, entry in enumerate(index["datasets"], start=1):
+        train = {c["seed"] for c in entry["cases"].values() if c["split"] == "train"}
+        test = [c["seed"] for c in entry["cases"].values() if c["split"] == "test"]
+        assert len(train) == 2 and len(test) == 2 and not train & set(test)
+        assert test == [case_seed(11, TEST_STREAM, t, j) for j in range(2)]
+    # no held-out case of any test seed is a training case of any collection seed (small grid checked)
+    training = {dataset_case_seed(s, 0, t, i, 40) for s in range(20) for t in range(1, 7) for i in range(40)}
+    held_out = {
+        dataset_case_seed(0, s, t, 40 + j, 40) for s in range(20) for t in range(1, 7) for j in range(40)
+    }
+    assert not training & held_out and len(held_out) == 20 * 6 * 40
 
 
 # ---------------------------------------------------------------------------------------- cohort

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+from pathlib import Path
 
 import pytest
 
@@ -25,8 +26,14 @@ def test_quick_demo_writes_a_complete_report(tmp_path, capsys):
         "## (c1) Adaptation",
         "## (c2) Prognosis",
         "## (d) Prompt-paraphrase robustness",
+        "## (e) Unseen wordings — test (untouched)",
     ):
         assert heading in report
+    for tagged in ("held-out cases by prompt — test (untouched)", "## (a) T1 mismatch: the right modality prompt"
+                   " against a wrong one — test (untouched)", "New target on the held-out test cases — test (untouched)"):  # fmt: skip
+        assert tagged in report
+    assert "**validation (used for choosing)**" in report
+    assert "Test wordings naming a trained target within 2 Dice points" in report
     # the embedded adaptation report nests under (c1): no second top-level section, no title
     assert "### New task" in report and "\n## New task" not in report
     assert "# DuPLUS adaptation report" not in report
@@ -65,6 +72,34 @@ def test_quick_demo_writes_a_complete_report(tmp_path, capsys):
     assert re.search(r"\| both \| 0\.\d+ ± 0\.\d+ \|", report)
     assert results["training"]["encoder_calls_after_warmup"] == 0
     assert sum(results["seconds"].values()) < 600
+    _assert_test_cases_untouched(out, results)
+
+
+def _assert_test_cases_untouched(out, results):
+    """Every case the report scores as a test case comes from the untouched test seed's stream, and
+    none is a case the base training or the adaptation trained or validated on."""
+    from duplus.data.phantoms.case import TEST_STREAM, case_seed
+    from duplus.demo.settings import DemoSettings
+
+    s = results["settings"]
+    assert s["test_seed"] == DemoSettings.full().test_seed != s["seed"]
+    index = json.loads((out / "phantoms" / "phantoms.json").read_text())
+    assert (index["seed"], index["test_seed"]) == (s["seed"], s["test_seed"])
+    scored = {(r["dataset"], r["case"]) for r in results["segmentation"] + results["adaptation"]["test"]}
+    assert scored and any(d == "PhantomPancreasCT" for d, _ in scored)
+    for t, entry in enumerate(index["datasets"], start=1):
+        name = entry["name"].split("_", 1)[1]
+        cases = entry["cases"]
+        meta = json.loads((out / "phantoms" / entry["path"] / "dataset.json").read_text())
+        trained_on = {Path(item["image"]).name for item in meta["training"]}  # training + validation cases
+        test = {f for f, c in cases.items() if c["split"] == "test"}
+        assert trained_on == {f for f, c in cases.items() if c["split"] == "train"} and not trained_on & test
+        assert not {cases[f]["seed"] for f in trained_on} & {cases[f]["seed"] for f in test}
+        for j, f in enumerate(sorted(test)):
+            assert cases[f]["seed"] == case_seed(s["test_seed"], TEST_STREAM, t, j)
+        for d, case in scored:
+            if d == name:
+                assert f"{case}.nii.gz" in test, (d, case)
 
 
 def test_demo_config_names_absolute_paths(tmp_path, monkeypatch):

@@ -89,6 +89,33 @@ def test_target_result_does_not_depend_on_other_targets(trained):
     np.testing.assert_allclose(alone, among, atol=1e-5)
 
 
+def test_free_text_is_read_as_the_trained_target_it_names(trained):
+    """A misspelling gets exactly the trained name's mask; the prompts record says how it was read."""
+    predictor = Predictor.from_checkpoint(trained)
+    vol = load_like(make_phantom_case(7, kind="abdomen", modality="CT", shape=(48, 48, 48)))
+    canonical = predictor.predict(vol, "CT", "abdomen", ["liver"])
+    typo = predictor.predict(vol, "CT", "abdomen", ["livr"])
+    np.testing.assert_array_equal(typo.probabilities, canonical.probabilities)
+    assert typo.prompts["t2"] == {"livr": "liver"}
+    assert typo.prompts["targets"]["livr"]["target"] == "liver"
+    assert typo.prompts["targets"]["livr"]["how"] == "spelling"
+    exact = predictor.predict(vol, "CT", "abdomen", ["livr"], exact_prompts=True)
+    assert exact.prompts["t2"] == {"livr": "livr"} and exact.prompts["targets"]["livr"]["how"] == "as written"
+
+
+def test_text_naming_no_trained_target_gets_a_warning_and_an_empty_mask(trained, caplog):
+    predictor = Predictor.from_checkpoint(trained)
+    vol = load_like(make_phantom_case(8, kind="abdomen", modality="CT", shape=(48, 48, 48)))
+    with caplog.at_level("WARNING"):
+        pred = predictor.predict(vol, "CT", "abdomen", ["banana", "liver", "gallbladder"], probabilities=True)
+    assert pred.masks[0].sum() == 0 and pred.masks[2].sum() == 0 and pred.masks[1].sum() > 100
+    assert not pred.probabilities[0].any()
+    assert pred.prompts["t2"]["banana"] is None and pred.prompts["targets"]["banana"]["how"] == "unmatched"
+    warned = " ".join(r.getMessage() for r in caplog.records)
+    assert "'banana' names nothing this model was trained on" in warned
+    assert "'gallbladder' names nothing this model was trained on" in warned and "--exact-prompts" in warned
+
+
 def test_multilabel_output_and_evaluate(tmp_path, trained):
     case = make_phantom_case(3, kind="abdomen", modality="CT", shape=(48, 48, 48), affine_style="permuted")
     save_nifti(case.image, case.affine, tmp_path / "scans" / "pat1_0000.nii.gz")
@@ -105,6 +132,13 @@ def test_multilabel_output_and_evaluate(tmp_path, trained):
     labels = json.loads((out / "labels.json").read_text())
     assert labels["labels"] == {"0": "background", "1": "liver", "2": "spleen"}
     assert labels["prompts"]["t1"] == "A CT scan of the abdomen"
+    assert labels["prompts"]["targets"]["spleen"]["how"] == "trained name"
+    exact = tmp_path / "exact"
+    assert main(["segment", "-i", str(tmp_path / "scans"), "-o", str(exact), "-c", str(trained), "--modality", "CT",
+                 "--region", "abdomen", "--targets", "liver", "--ml", "--exact-prompts", "-q"]) == 0  # fmt: skip
+    assert (
+        json.loads((exact / "labels.json").read_text())["prompts"]["targets"]["liver"]["how"] == "as written"
+    )
     ml = load_nifti(out / "pat1.nii.gz", is_label=True)
     assert set(np.unique(ml.array)) <= {0, 1, 2}
     rc = main(["evaluate", "--pred", str(out), "--ref", str(tmp_path / "ref"), "--labels", str(tmp_path / "ref_labels.json"),

@@ -173,6 +173,7 @@ def segment(
     allow_download: bool = False,
     fast: bool = False,
     precision: str = "auto",
+    exact_prompts: bool = False,
 ) -> Segmentation:
     """Segment one image for text-named targets; nothing is written to disk.
 
@@ -195,6 +196,10 @@ def segment(
         fast: the fast path (:mod:`duplus.inference.runtime`): native bfloat16 where the device
             has it, channels-last, overlap 0.25, air windows skipped.
         precision: ``auto``, ``fp32``, ``bf16`` or ``fp16``.
+        exact_prompts: send each target text to the model exactly as written. By default a text
+            is resolved to a trained target first (a synonym, misspelling or close paraphrase is
+            prompted by the trained name; one naming nothing the model knows gets a warning and
+            an empty mask); ``prompts["targets"]`` of the result says how each was resolved.
 
     Returns:
         :class:`Segmentation` with one mask per target on the input's grid.
@@ -219,6 +224,7 @@ def segment(
         fast=fast,
         precision=precision,
         probabilities=probabilities,
+        exact_prompts=exact_prompts,
     )
     return _as_segmentation(pred, probabilities)
 
@@ -363,6 +369,7 @@ def segment_files(
     output_type: str = "nifti",
     statistics: bool = False,
     preview: bool = False,
+    exact_prompts: bool = False,
 ) -> list[Path]:
     """Segment a NIfTI file, a folder of them or a DICOM series; write the masks into ``output``.
 
@@ -370,6 +377,8 @@ def segment_files(
 
     Writes ``output/<case>/<target>.nii.gz`` per target or, with ``ml``, ``output/<case>.nii.gz``
     and ``output/labels.json``; with ``save_probabilities`` also ``<case>_probabilities.nii.gz``.
+    How each target text was resolved to a trained target (``exact_prompts``: see :func:`segment`)
+    is logged and, with ``ml``, recorded in ``labels.json``.
     The write rule of :class:`~duplus.fileio.OutputFolder` holds: nothing that exists is replaced
     unless ``overwrite`` and duplus wrote it; an output folder inside an input is refused. Each case
     is assembled in a staging folder and moved into place when complete.
@@ -421,6 +430,7 @@ def segment_files(
                 fast=fast,
                 precision=precision,
                 probabilities=save_probabilities,
+                exact_prompts=exact_prompts,
             )
             written += _write_case(
                 folder,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import difflib
 import re
+import unicodedata
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
@@ -68,9 +69,34 @@ SYNONYMS: dict[str, tuple[str, ...]] = {
 }
 
 
+# Names in German, French and Spanish and the Latin anatomical names (Terminologia Anatomica) of
+# common targets: the default text encoder (all-MiniLM-L6-v2) reads English only, and maps none of
+# them (docs/EXPERIMENTS.md, "Unseen wordings"). Accents are folded by normalise_name.
+OTHER_LANGUAGES: dict[str, tuple[str, ...]] = {
+    "liver": ("leber", "foie", "higado", "iecur", "jecur"),
+    "spleen": ("milz", "rate", "bazo", "splen"),
+    "left kidney": ("linke niere", "rein gauche", "rinon izquierdo", "ren sinister"),
+    "right kidney": ("rechte niere", "rein droit", "rinon derecho", "ren dexter"),
+    "kidney": ("niere", "nieren", "rein", "reins", "rinon", "rinones", "ren", "renes"),
+    "gallbladder": ("gallenblase", "vesicule biliaire", "vesicula biliar", "vesica biliaris"),
+    "stomach": ("magen", "estomac", "estomago", "gaster", "ventriculus"),
+    "aorta": ("aorte",),
+    "pancreas": ("bauchspeicheldruse", "bauchspeicheldruese"),
+    "bladder": ("harnblase", "vessie", "vejiga", "vesica urinaria"),
+    "heart": ("herz", "coeur", "corazon", "cor"),
+    "white matter": ("weisse substanz", "substance blanche", "sustancia blanca", "substantia alba"),
+    "grey matter": ("graue substanz", "substance grise", "sustancia gris", "substantia grisea"),
+    "cerebrospinal fluid": ("liquor", "liquide cephalorachidien", "liquido cefalorraquideo",
+                            "liquor cerebrospinalis"),
+    "liver tumour": ("lebertumor", "tumeur du foie", "tumeur hepatique", "tumor hepatico"),
+}  # fmt: skip
+
+
 def normalise_name(name: str) -> str:
-    """Lower-case, turn ``_``/``-``/brackets into spaces, collapse whitespace; ``(L)`` -> ``l``."""
-    text = str(name).strip().lower()
+    """Lower-case, fold accents, turn ``_``/``-``/brackets into spaces, collapse whitespace;
+    ``(L)`` -> ``l``; ``"Weiße"`` -> ``"weisse"``."""
+    text = unicodedata.normalize("NFKD", str(name).strip().lower().replace("ß", "ss"))
+    text = "".join(c for c in text if not unicodedata.combining(c))
     text = re.sub(r"[_\-/(),.]+", " ", text)
     return re.sub(r"\s+", " ", text).strip()
 
@@ -78,7 +104,7 @@ def normalise_name(name: str) -> str:
 def _build_lookup() -> dict[str, str]:
     lookup: dict[str, str] = {}
     for canonical, syns in SYNONYMS.items():
-        for s in (canonical, *syns):
+        for s in (canonical, *syns, *OTHER_LANGUAGES.get(canonical, ())):
             lookup[normalise_name(s)] = canonical
             lookup[normalise_name(s).replace(" ", "")] = canonical
     return lookup
@@ -97,10 +123,12 @@ def canonical_target(name: str) -> str:
     return norm
 
 
-def synonyms(target: str) -> tuple[str, ...]:
-    """All known names of ``target`` (canonical first); ``(target,)`` for free-text targets."""
+def synonyms(target: str, *, other_languages: bool = False) -> tuple[str, ...]:
+    """All known English names of ``target`` (canonical first), with its names in other languages
+    when asked (:data:`OTHER_LANGUAGES`); ``(target,)`` for free-text targets."""
     canonical = canonical_target(target)
-    return (canonical, *SYNONYMS.get(canonical, ()))
+    extra = OTHER_LANGUAGES.get(canonical, ()) if other_languages else ()
+    return (canonical, *SYNONYMS.get(canonical, ()), *extra)
 
 
 LESION_WORDS: tuple[str, ...] = (

@@ -10,7 +10,7 @@ spacing, or the identity) the result is copied by array indexing and is exact.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -84,7 +84,7 @@ def _resample_exact(
 def resample_to_grid(
     array: np.ndarray | torch.Tensor,
     src_affine: np.ndarray,
-    dst_shape: tuple[int, int, int] | list[int] | np.ndarray,
+    dst_shape: Sequence[int] | np.ndarray,
     dst_affine: np.ndarray,
     mode: str = "linear",
     padding_value: float = 0.0,
@@ -122,7 +122,7 @@ def resample_to_grid(
 def resample_mask_to_grid(
     prob: np.ndarray | torch.Tensor,
     src_affine: np.ndarray,
-    dst_shape: tuple[int, int, int] | list[int] | np.ndarray,
+    dst_shape: Sequence[int] | np.ndarray,
     dst_affine: np.ndarray,
     threshold: float,
     out: np.ndarray | None = None,

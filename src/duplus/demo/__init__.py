@@ -4,10 +4,11 @@
 2. train the tiny model on several datasets (the pancreas dataset is held out);
 3. segment the held-out cases by prompt, in their own geometry, and evaluate them;
 4. run the experiments: (a) T1 mismatch, (b) organ control by T2, (c) adaptation to the held-out
-   pancreas and prognosis (image / EHR / both), (d) paraphrase robustness;
+   pancreas and prognosis (image / EHR / both), (d) paraphrase robustness, (e) unseen wordings;
 5. write ``report.md`` with tables and figures.
 
-Every number in the report is computed by this run.
+Every number in the report is computed by this run, and marked as validation (used for choosing)
+or test (untouched): the test cases and the cohort come from :attr:`DemoSettings.test_seed`.
 """
 
 from __future__ import annotations
@@ -80,6 +81,9 @@ def _run_steps(out: Path, settings: DemoSettings, progress: bool) -> Path:
     )
     results["paraphrases"] = timer.run(
         "paraphrases", steps.paraphrase_experiment, predictor, phantoms, settings
+    )
+    results["unseen_wordings"] = timer.run(
+        "unseen wordings", steps.wording_experiment, predictor, phantoms, settings
     )
     results["adaptation"] = timer.run(
         "adaptation",

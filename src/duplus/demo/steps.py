@@ -38,6 +38,7 @@ def make_data(root: Path, s: DemoSettings, progress: bool) -> dict[str, Path]:
         root,
         cases=s.cases,
         seed=s.seed,
+        test_seed=s.test_seed,
         shape=(s.shape,) * 3,
         test_cases=s.test_cases,
         dataset_cases={HELD_OUT: (s.adapt_cases, s.adapt_test_cases)},
@@ -131,6 +132,15 @@ def paraphrase_experiment(predictor: Predictor, phantoms: dict[str, Path], s: De
     return paraphrase_robustness(
         predictor, spec, paraphrases=s.paraphrases, limit=s.eval_limit, overlap=s.overlap
     )
+
+
+def wording_experiment(predictor: Predictor, phantoms: dict[str, Path], s: DemoSettings) -> dict:
+    """Held-out T2 and T1 wordings on the test cases (:mod:`duplus.demo.wording_experiment`)."""
+    from duplus.demo.wording_experiment import unseen_wording_experiment
+
+    names = ("Task01_PhantomAbdomenCT", "Task03_PhantomAbdomenMRI", "Task04_PhantomBrainMRI")
+    specs = {name: _spec(phantoms, name) for name in names}
+    return unseen_wording_experiment(predictor, specs, limit=s.eval_limit, overlap=s.overlap, quick=s.quick)
 
 
 def adapt_experiment(

@@ -26,7 +26,7 @@ from duplus.data.label_space import LabelSpace, canonical_target, is_known_targe
 from duplus.errors import CheckpointError, ConfigError, DuplusError, InputError
 from duplus.inference.prediction import Prediction, masks_on_input_grid
 from duplus.inference.runtime import RunSettings, prepare_model, resolve_run_settings
-from duplus.vocab import IN_CHANNELS, MODALITY_CHANNELS, modality_index, normalise_modality
+from duplus.vocab import IN_CHANNELS, MODALITY_CHANNELS, modality_index, normalise_modality, t1_prompt
 
 logger = logging.getLogger(__name__)
 
@@ -239,25 +239,74 @@ class Predictor:
         return predictor
 
     # ------------------------------------------------------------------ prompts
+    def match_targets(self, targets: list[str], modality: str, *, exact_prompts: bool = False) -> list[Any]:
+        """Resolve each target text to a trained target (:class:`~duplus.text.matching.TargetMatcher`).
+
+        With ``exact_prompts``, or a model that records no trained targets, every text is used as
+        written (and unfamiliar ones are warned about). An unmatched text is warned about here;
+        :meth:`predict` leaves its mask empty.
+        """
+        from duplus.text.cache import EmbeddingCache
+        from duplus.text.matching import TargetMatch, TargetMatcher
+
+        if exact_prompts or not self.label_space:
+            warn_unfamiliar_targets(targets, self.label_space)
+            return [TargetMatch(t, None, "as written") for t in targets]
+        key = tuple(self.label_space.targets)
+        if getattr(self, "_matcher_key", None) != key:  # the label space grows when an adapter loads
+            frozen = self.prompt_cache if isinstance(self.prompt_cache, EmbeddingCache) else None
+            embed = (frozen or EmbeddingCache(self.text_encoder)).get
+            self._matcher, self._matcher_key = TargetMatcher(key, embed), key
+        matches = self._matcher.match(targets, modality)
+        for m in matches:
+            if m.how == "unmatched":
+                near = f"; nearest trained target {m.nearest!r}" if m.nearest else ""
+                logger.warning(
+                    "target %r names nothing this model was trained on (%s%s); its mask is left empty."
+                    " Use exact prompts (--exact-prompts) to send the text as written",
+                    m.text,
+                    m.reason,
+                    near,
+                )
+            elif m.how in ("spelling", "meaning"):
+                logger.warning(
+                    "target %r read as the trained target %r (%s similarity %.2f); use exact prompts"
+                    " (--exact-prompts) to send the text as written",
+                    m.text,
+                    m.target,
+                    m.how,
+                    m.similarity,
+                )
+        return matches
+
     def encode_prompts(
-        self, modality: str, region: str, targets: list[str], *, exact_prompts: bool = False
+        self,
+        modality: str,
+        region: str,
+        targets: list[str],
+        *,
+        exact_prompts: bool = False,
+        t1_text: str | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor, dict]:
         """T1 ``(1, E)`` and T2 ``(1, K, E)`` embeddings and the prompt texts used.
 
         A known target name is prompted by its canonical name (as in training) unless
-        ``exact_prompts``; other texts are passed to the text encoder as written.
+        ``exact_prompts``; other texts are passed to the text encoder as written. ``t1_text``
+        replaces the T1 prompt made from modality and region. A single-prompt model reads each
+        target as one sentence with the T1 context, as it was trained.
         """
-        from duplus.text.prompts import t2_prompts
-        from duplus.vocab import t1_prompt
+        from duplus.text.prompts import single_prompt_text, t2_prompts
 
         region_text = " ".join(str(region).split())
         if not region_text:
             raise InputError("--region", "empty region")
-        t1_text = t1_prompt(modality, region_text)
+        t1_text = t1_prompt(modality, region_text) if t1_text is None else t1_text
         t2_texts = [
             t2_prompts(canonical_target(t), modality)[0] if is_known_target(t) and not exact_prompts else t
             for t in targets
         ]
+        if getattr(self.model, "single_prompt", False):
+            t2_texts = [single_prompt_text(t1_text, x) for x in t2_texts]
         t1 = self.prompt_cache.get([t1_text]).to(self.device)
         t2 = self.prompt_cache.get(t2_texts)[None].to(self.device)
         return t1, t2, {"t1": t1_text, "t2": dict(zip(targets, t2_texts, strict=True))}
@@ -295,7 +344,10 @@ class Predictor:
             threshold: probability threshold of the masks.
             t1_override: a T1 prompt text used instead of the one made from modality and region
                 (for prompt-control experiments).
-            exact_prompts: use the target texts exactly as written (paraphrase experiments).
+            exact_prompts: use the target texts exactly as written. By default each text is
+                resolved to a trained target (:meth:`match_targets`): a synonym, a misspelling or
+                a close paraphrase is prompted by the trained name, and a text that names nothing
+                the model was trained on gets a warning and an empty mask.
             fast: the fast path (:mod:`duplus.inference.runtime`): native bfloat16 where the
                 device has it, channels-last, overlap 0.25, air windows skipped.
             precision: ``auto``, ``fp32``, ``bf16`` or ``fp16`` (``auto``: float32 on the CPU,
@@ -318,30 +370,45 @@ class Predictor:
         settings = resolve_run_settings(self.device, fast=fast, overlap=overlap, precision=precision)
         flips: list[tuple[int, ...]] = self._tta_flips() if tta else [()]
         targets = clean_targets(targets, exact_prompts=exact_prompts)
-        warn_unfamiliar_targets(targets, self.label_space)
         n_ch = MODALITY_CHANNELS[modality]
         if volume.num_channels != n_ch:
             raise InputError(
                 volume.path, f"{modality} needs {n_ch} channel(s), the image has {volume.num_channels}"
             )
-        t1, t2, prompts = self.encode_prompts(modality, region, targets, exact_prompts=exact_prompts)
-        if t1_override is not None:
-            t1 = self.prompt_cache.get([t1_override]).to(self.device)
-            prompts["t1"] = t1_override
+        region_text = " ".join(str(region).split())
+        if not region_text:
+            raise InputError("--region", "empty region")
+        matches = self.match_targets(targets, modality, exact_prompts=exact_prompts)
+        active = [k for k, m in enumerate(matches) if m.how != "unmatched"]
+        prompts: dict[str, Any] = {
+            "t1": t1_override or t1_prompt(modality, region_text),
+            "t2": dict.fromkeys(targets),
+        }
         pre = preprocess_case(volume, None, modality, self.preprocess)
         run: dict[str, Any] = {**settings.describe(), "grid": list(pre.image.shape[1:])}
-        with torch.no_grad():
-            cond = self.model.condition(torch.tensor([modality_index(modality)], device=self.device), t1, t2)
-            prob = self._probabilities(
-                pre.image,
-                cond,
-                flips,
-                settings=settings,
-                sw_batch_size=sw_batch_size,
-                body=pre.body if settings.skip_air else None,
-                stats=run,
+        # an unmatched text is never prompted: its map stays 0 (an empty mask)
+        prob_np = np.zeros((len(targets), *pre.image.shape[1:]), dtype=np.float32)
+        if active:
+            asked = [matches[k].target or targets[k] for k in active]
+            exact = exact_prompts or all(matches[k].target is None for k in active)
+            t1, t2, used = self.encode_prompts(
+                modality, region, asked, exact_prompts=exact, t1_text=t1_override
             )
-        prob_np = prob.numpy()
+            prompts["t2"].update({targets[k]: used["t2"][a] for k, a in zip(active, asked, strict=True)})
+            with torch.no_grad():
+                cond = self.model.condition(
+                    torch.tensor([modality_index(modality)], device=self.device), t1, t2
+                )
+                prob_np[active] = self._probabilities(
+                    pre.image,
+                    cond,
+                    flips,
+                    settings=settings,
+                    sw_batch_size=sw_batch_size,
+                    body=pre.body if settings.skip_air else None,
+                    stats=run,
+                ).numpy()
+        prompts["targets"] = {m.text: m.to_dict() for m in matches}
         if probabilities:  # the float32 stack on the input grid, as asked
             prob_in = resample_to_grid(
                 prob_np, pre.affine, volume.spatial_shape, volume.affine, mode="linear", padding_value=0.0
@@ -351,7 +418,7 @@ class Predictor:
             prob_in = None
             masks = masks_on_input_grid(prob_np, pre.affine, volume.spatial_shape, volume.affine, threshold)
         prob16 = prob_np.astype(np.float16)
-        del prob, prob_np
+        del prob_np
         return Prediction(
             masks=masks,
             targets=targets,

@@ -137,7 +137,7 @@ def prepare_model(model: nn.Module, settings: RunSettings) -> nn.Module:
     if settings.cast == "weights":
         out = out.to(dtype=settings.dtype)
     if settings.channels_last:
-        out = out.to(memory_format=torch.channels_last_3d)
+        out = out.to(memory_format=torch.channels_last_3d)  # type: ignore[call-overload]
     return out.eval()
 
 

@@ -137,8 +137,8 @@ def check_model_size(preset: ModelPreset, text_dim: int) -> None:
 def build_model(cfg: ModelConfig, text_dim: int) -> DuPLUS:
     """Build the DuPLUS network described by ``cfg`` for prompt embeddings of size ``text_dim``.
 
-    ``cfg.features`` overrides the preset's widths. Optional attributes ``act`` and ``single_stem``
-    on ``cfg`` are honoured when present (ablations).
+    ``cfg.features`` overrides the preset's widths; an optional attribute ``act`` on ``cfg`` is
+    honoured when present.
     """
     preset = get_preset(cfg.preset)
     if cfg.features:
@@ -149,9 +149,7 @@ def build_model(cfg: ModelConfig, text_dim: int) -> DuPLUS:
         raise ConfigError(
             f"model.head_context: unknown value {cfg.head_context!r}; expected one of {', '.join(HEAD_CONTEXTS)}"
         )
-    stems = ModalityStems(
-        3, preset.features[0], act=act, single_stem=bool(getattr(cfg, "single_stem", False))
-    )
+    stems = ModalityStems(3, preset.features[0], act=act, single_stem=cfg.single_stem)
     encoder = UNetEncoder(3, preset.features, num_blocks=preset.encoder_blocks, act=act)
     decoder = UNetDecoder(3, preset.features, preset.head_channels, num_blocks=preset.decoder_blocks, act=act)
     for part in (stems, encoder, decoder):

@@ -11,6 +11,7 @@ import pandas as pd
 
 from duplus.data.label_space import is_lesion
 from duplus.fileio import atomic_path, write_text_atomic
+from duplus.reporting.wording_report import TEST_TAG, VALIDATION_TAG, split_legend, unseen_wording_section
 
 
 def _fmt(x: Any, digits: int = 3) -> str:
@@ -99,18 +100,20 @@ def write_report(out: Path, results: dict[str, Any]) -> Path:
         f"{s['shape']}^3 voxels over 96 mm; "
         f"prognosis cohort of {s['cohort']} PET/CT patients in the HECKTOR 2022 layout.",
         "",
+        *split_legend(s.get("test_seed", s["seed"]), s["seed"]),
         "## Timings",
         "",
         markdown_table(pd.DataFrame([{"step": k, "seconds": v} for k, v in results["seconds"].items()]), 1),
         f"Total: {sum(results['seconds'].values()):.0f} s. Text-encoder forward passes in the training loop after "
         f"the prompt-cache warm-up: {int(results['training'].get('encoder_calls_after_warmup', -1))}.",
         "",
-        "## Segmentation of held-out cases by prompt",
+        f"## Segmentation of held-out cases by prompt — {TEST_TAG}",
         "",
         "Each case is segmented in its own geometry (oblique, non-RAS and anisotropic cases included) with its "
         "dataset's T1 prompt and the canonical target names as T2 prompts.",
         "",
         markdown_table(seg),
+        *_validation_line(results["training"]),
     ]
     if not seg.empty:
         dice_bars(seg, figures / "dice_bars.png")
@@ -131,7 +134,7 @@ def write_report(out: Path, results: dict[str, Any]) -> Path:
         for png in sorted(figures.glob("overlay_*.png")):
             lines += [f"![{png.stem}](figures/{png.name})", ""]
     t1 = t1_table(results["t1_mismatch"])
-    lines += ["## (a) T1 mismatch: the right modality prompt against a wrong one", ""]
+    lines += [f"## (a) T1 mismatch: the right modality prompt against a wrong one — {TEST_TAG}", ""]
     if not t1.empty:
         lines += [
             "Same image, same modality stem, same T2 prompts; only the T1 text changes. Wrong prompts used: "
@@ -146,7 +149,7 @@ def write_report(out: Path, results: dict[str, Any]) -> Path:
         ]
     organ = pd.DataFrame(results["organ_control"])
     lines += [
-        "## (b) Organ control: toggling T2 between two organs",
+        f"## (b) Organ control: toggling T2 between two organs — {TEST_TAG}",
         "",
         "The same CT volume and T1 prompt, asked once for `liver` and once for `spleen`.",
         "",
@@ -155,7 +158,7 @@ def write_report(out: Path, results: dict[str, Any]) -> Path:
     lines += _adaptation_section(results.get("adaptation") or {}, figures)
     lines += _prognosis_section(results.get("prognosis") or {})
     para = paraphrase_table(results["paraphrases"])
-    lines += ["## (d) Prompt-paraphrase robustness", ""]
+    lines += [f"## (d) Prompt-paraphrase robustness (training wordings) — {TEST_TAG}", ""]
     if not para.empty:
         spread = (
             para.groupby("target", sort=False)["dice"]
@@ -172,9 +175,26 @@ def write_report(out: Path, results: dict[str, Any]) -> Path:
             "</details>",
             "",
         ]
+    lines += unseen_wording_section(results.get("unseen_wordings") or {}, markdown_table)
     path = out / "report.md"
     write_text_atomic(path, "\n".join(lines) + "\n")
     return path
+
+
+def _validation_line(training: dict[str, Any]) -> list[str]:
+    """The training's last validation Dice, which chose the checkpoint used above."""
+    organs, mean = training.get("dice/organs"), training.get("dice/mean")
+    if organs is None and mean is None:
+        return []
+    parts = [
+        f"organs and tissues {organs:.3f}" if organs is not None else "",
+        f"all targets {mean:.3f}" if mean is not None else "",
+    ]
+    return [
+        f"For comparison, **{VALIDATION_TAG}**: Dice on the training's validation cases at its last "
+        f"validation (they choose the best checkpoint): {', '.join(p for p in parts if p)}.",
+        "",
+    ]
 
 
 def _adaptation_section(a: dict, figures: Path) -> list[str]:
@@ -183,14 +203,20 @@ def _adaptation_section(a: dict, figures: Path) -> list[str]:
         return lines + ["_not run_", ""]
     if a.get("markdown"):  # the adaptation report's sections become subsections of this one
         body = re.sub(r"^(#+) ", r"#\1 ", a["markdown"].strip("\n"), flags=re.MULTILINE)
-        lines += [body, ""]
+        lines += [
+            f"The adaptation's own report follows: its Dice figures are **{VALIDATION_TAG}** (the "
+            "adaptation's validation cases, split off its training cases), except the test table after it.",
+            "",
+            body,
+            "",
+        ]
     else:
         lines += ["```", str({k: v for k, v in a.items() if k != "test"}), "```", ""]
     test = pd.DataFrame(a.get("test") or [])
     if not test.empty:
         cols = ["case", "target", "dice", "hd95", "nsd"]
         lines += [
-            "### New target on the held-out test cases",
+            f"### New target on the held-out test cases — {TEST_TAG}",
             "",
             "The base checkpoint with the adapter (as `duplus segment --adapter`), each case in its own "
             "geometry; the validation Dice above comes from the adaptation's own validation cases.",
@@ -210,6 +236,11 @@ def _prognosis_section(p: dict) -> list[str]:
     lines = ["## (c2) Prognosis: image, EHR and both", ""]
     if not p:
         return lines + ["_not run_", ""]
+    lines += [
+        f"**{TEST_TAG}**: cross-validated C-indices on a cohort drawn from the test seed; no prognosis "
+        "setting was chosen on it (they were chosen on cohorts of the training seed).",
+        "",
+    ]
     if p.get("markdown"):
         lines += [p["markdown"], ""]
     if p.get("km_figure"):

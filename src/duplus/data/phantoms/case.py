@@ -101,6 +101,11 @@ def make_phantom_case(
     return PhantomCase(image=image, label=label, affine=affine, label_names=names, info=info)
 
 
+TEST_STREAM = 7_357
+"""Tag of the held-out stream: ``case_seed(test_seed, TEST_STREAM, ...)`` has one more part than any
+training case's ``case_seed(seed, task, i)``, so no held-out case shares a training case's seed."""
+
+
 def case_seed(*parts: int) -> int:
     """A case's seed from the collection seed and the case's place in it."""
     return int(np.random.SeedSequence(list(parts)).generate_state(1, dtype=np.uint32)[0])

@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 
 from duplus.data.io import save_nifti
-from duplus.data.phantoms.case import PhantomCase, case_seed, make_phantom_case
+from duplus.data.phantoms.case import TEST_STREAM, PhantomCase, case_seed, make_phantom_case
 from duplus.data.phantoms.labels import build_dataset_label
 from duplus.fileio import write_json_atomic, write_text_atomic
 
@@ -87,10 +87,14 @@ def compute_linear_predictor(covariates: dict[str, Any], terms: Sequence[str] | 
 
 
 def write_patient(
-    root: Path, seed: int, i: int, shape: tuple[int, int, int]
+    root: Path, test_seed: int, i: int, shape: tuple[int, int, int]
 ) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Write patient ``i``'s PET/CT and label; return its clinical row and its true covariates."""
-    case, row, truth = _patient(seed, i, shape)
+    """Write patient ``i``'s PET/CT and label; return its clinical row and its true covariates.
+
+    The cohort's figures are reported (cross-validated C-index), so its patients come from the
+    held-out stream of ``test_seed`` (:data:`.case.TEST_STREAM`), like the datasets' test cases.
+    """
+    case, row, truth = _patient(test_seed, i, shape)
     pid = row["PatientID"]
     save_nifti(np.rint(case.image[1]), case.affine, root / "imagesTr" / f"{pid}__CT.nii.gz", dtype=np.int16)
     save_nifti(case.image[0], case.affine, root / "imagesTr" / f"{pid}__PT.nii.gz", dtype=np.float32)
@@ -193,14 +197,15 @@ def _clinical_row(pid: str, ehr: dict[str, Any], rng: np.random.Generator) -> di
 
 
 def _patient(
-    seed: int, i: int, shape: tuple[int, int, int]
+    test_seed: int, i: int, shape: tuple[int, int, int]
 ) -> tuple[PhantomCase, dict[str, Any], dict[str, Any]]:
     """Image, CSV rows and truth of one cohort patient (independent of the cohort size)."""
     pid = f"PHA-{i + 1:03d}"
     case = make_phantom_case(
-        case_seed(seed, 100, i), "headneck", "PETCT", shape=shape, affine_style=("ras", "lps")[i % 2]
-    )
-    rng = np.random.default_rng(case_seed(seed, 101, i))
+        case_seed(test_seed, TEST_STREAM, 100, i), "headneck", "PETCT", shape=shape,
+        affine_style=("ras", "lps")[i % 2],
+    )  # fmt: skip
+    rng = np.random.default_rng(case_seed(test_seed, TEST_STREAM, 101, i))
     ehr = _draw_ehr(rng)
     row = _clinical_row(pid, ehr, rng)
     cov = {

@@ -11,6 +11,7 @@ from duplus.data.phantoms.cohort import COHORT_FOLDER, write_cohort_tables, writ
 from duplus.data.phantoms.datasets import (
     PHANTOM_DATASETS,
     PHANTOM_VERSION,
+    case_seeds,
     dataset_meta,
     dataset_sizes,
     write_dataset_case,
@@ -27,6 +28,7 @@ def make_phantoms(
     cases: int = 8,
     seed: int = 0,
     *,
+    test_seed: int | None = None,
     shape: int | Sequence[int] = (96, 96, 96),
     test_cases: int = 2,
     dataset_cases: Mapping[str, tuple[int, int]] | None = None,
@@ -44,10 +46,18 @@ def make_phantoms(
     0.9 x 0.9 x 2.0 anisotropy) over a 96 mm field of view. ``out/phantoms.json`` indexes it all.
     Files are written atomically and are bit-identical for the same arguments.
 
+    Held-out discipline: training cases are drawn from ``seed``; the held-out cases (``imagesTs``)
+    and the cohort from a separate stream of ``test_seed``, which shares no case with any training
+    case of any seed. A figure reported as a test figure comes from a ``test_seed`` that no choice
+    of a setting ever looked at; tuning uses validation cases split off the training cases, or
+    held-out cases of another ``test_seed``. ``phantoms.json`` records every case's generator seed.
+
     Args:
         out: output folder (created).
         cases: training cases per dataset.
-        seed: collection seed.
+        seed: collection seed (the training cases).
+        test_seed: seed of the held-out cases and the cohort (default: ``seed``; their stream is
+            apart from the training cases' either way).
         shape: grid of the isotropic cases (96 -> 1 mm voxels; 48 -> 2 mm, for quick tests).
         test_cases: held-out cases per dataset.
         dataset_cases: ``{dataset folder name: (training cases, held-out cases)}`` for the datasets
@@ -70,6 +80,7 @@ def make_phantoms(
     if workers < 1:
         raise ConfigError(f"need workers >= 1; got {workers}")
     sizes = dataset_sizes(cases, test_cases, dataset_cases or {})
+    test_seed = seed if test_seed is None else int(test_seed)
     shape3 = _grid(shape, "shape")
     c_shape = _grid(cohort_shape, "cohort_shape")
     names = [spec.task for spec in PHANTOM_DATASETS] + ([COHORT_FOLDER] if cohort_cases else [])
@@ -80,7 +91,9 @@ def make_phantoms(
         for name in names:
             if (out / name).exists():
                 folder.remove(out / name)
-        index = _write_collection(out, sizes, seed, shape3, cohort_cases, c_shape, progress, workers)
+        index = _write_collection(
+            out, sizes, (seed, test_seed), shape3, cohort_cases, c_shape, progress, workers
+        )
         folder.record(*(out / name for name in names))  # workers write in their own processes
         write_json_atomic(out / "phantoms.json", index)
     logger.info("phantom collection written to %s", out)
@@ -95,24 +108,29 @@ def _grid(value: int | Sequence[int], name: str) -> tuple[int, int, int]:
 def _write_collection(
     out: Path,
     sizes: dict[str, tuple[int, int]],
-    seed: int,
+    seeds: tuple[int, int],
     shape: tuple[int, int, int],
     cohort_cases: int,
     cohort_shape: tuple[int, int, int],
     progress: bool,
     workers: int,
 ) -> dict[str, Any]:
-    """The cases, ``dataset.json`` files and the cohort of :func:`make_phantoms`; returns the index."""
+    """The cases, ``dataset.json`` files and the cohort of :func:`make_phantoms`; returns the index.
+
+    ``seeds``: the collection seed (training cases) and the test seed (held-out cases, cohort).
+    """
     from tqdm.auto import tqdm
 
-    index: dict[str, Any] = {"name": "duplus phantom collection", "version": PHANTOM_VERSION, "seed": seed}
+    seed, test_seed = seeds
+    index: dict[str, Any] = {"name": "duplus phantom collection", "version": PHANTOM_VERSION}
+    index.update(seed=seed, test_seed=test_seed)
     index.update(shape=list(shape), fov_mm=FOV_MM, datasets=[], cohort=None)
     total = sum(n + m for n, m in sizes.values()) + cohort_cases
     with tqdm(total=total, desc="phantoms", unit="case", disable=not progress) as bar:
-        index["datasets"] = _write_datasets(out, sizes, seed, shape, bar, workers)
+        index["datasets"] = _write_datasets(out, sizes, seeds, shape, bar, workers)
         if cohort_cases:
             index["cohort"] = _write_cohort(
-                out / COHORT_FOLDER, seed, cohort_cases, cohort_shape, bar, workers
+                out / COHORT_FOLDER, test_seed, cohort_cases, cohort_shape, bar, workers
             )
     return index
 
@@ -120,35 +138,37 @@ def _write_collection(
 def _write_datasets(
     out: Path,
     sizes: dict[str, tuple[int, int]],
-    seed: int,
+    seeds: tuple[int, int],
     shape: tuple[int, int, int],
     bar: Any,
     workers: int,
 ) -> list[dict[str, Any]]:
     """Write every dataset's cases and ``dataset.json``; return their entries of the index."""
+    seed, test_seed = seeds
     jobs = [
-        (out / spec.task, spec, t + 1, seed, i, sizes[spec.task][0], shape)
+        (out / spec.task, spec, t + 1, seed, test_seed, i, sizes[spec.task][0], shape)
         for t, spec in enumerate(PHANTOM_DATASETS)
         for i in range(sum(sizes[spec.task]))
     ]
     _run_jobs(write_dataset_case, jobs, workers, bar)
     entries = []
-    for spec in PHANTOM_DATASETS:
+    for t, spec in enumerate(PHANTOM_DATASETS):
         n_train, n_test = sizes[spec.task]
-        meta = dataset_meta(spec, seed, n_train, n_test)
+        meta = dataset_meta(spec, seed, test_seed, n_train, n_test)
         write_json_atomic(out / spec.task / "dataset.json", meta)
         entries.append(
             {"name": spec.task, "path": spec.task, "modality": spec.modality, "region": spec.region}
             | {"kind": spec.kind, "labels": meta["labels"], "numTraining": n_train, "numTest": n_test}
+            | {"cases": case_seeds(spec, t + 1, seed, test_seed, n_train, n_test)}
         )
     return entries
 
 
 def _write_cohort(
-    root: Path, seed: int, n: int, shape: tuple[int, int, int], bar: Any, workers: int
+    root: Path, test_seed: int, n: int, shape: tuple[int, int, int], bar: Any, workers: int
 ) -> dict[str, Any]:
-    """Write the cohort's patients and tables; return its entry of the index."""
-    written = _run_jobs(write_patient, [(root, seed, i, shape) for i in range(n)], workers, bar)
+    """Write the cohort's patients (from the test seed) and tables; return its entry of the index."""
+    written = _run_jobs(write_patient, [(root, test_seed, i, shape) for i in range(n)], workers, bar)
     truth = write_cohort_tables(root, written)
     return {
         "name": COHORT_FOLDER,

@@ -14,12 +14,12 @@ from typing import Any
 import numpy as np
 
 from duplus.data.io import save_nifti
-from duplus.data.phantoms.case import PhantomCase, case_seed, make_phantom_case
+from duplus.data.phantoms.case import TEST_STREAM, PhantomCase, case_seed, make_phantom_case
 from duplus.data.phantoms.geometry import case_geometry
 from duplus.data.phantoms.labels import build_dataset_label
 from duplus.errors import ConfigError
 
-PHANTOM_VERSION = "1.1"  # bump whenever the same arguments give other images, labels or clinical tables
+PHANTOM_VERSION = "1.2"  # bump whenever the same arguments give other images, labels or clinical tables
 
 
 @dataclass(frozen=True)
@@ -92,14 +92,26 @@ def case_file(spec: PhantomDataset, i: int) -> str:
     return f"{spec.prefix}_{i + 1:03d}.nii.gz"
 
 
+def dataset_case_seed(seed: int, test_seed: int, task_index: int, i: int, cases: int) -> int:
+    """The generator seed of case ``i`` of the dataset at ``task_index`` (1-based).
+
+    Training cases (``i < cases``) come from the collection ``seed``; held-out cases from the
+    separate test stream of ``test_seed`` (:data:`.case.TEST_STREAM`), which no training case of
+    any collection seed shares.
+    """
+    if i < cases:
+        return case_seed(seed, task_index, i)
+    return case_seed(test_seed, TEST_STREAM, task_index, i - cases)
+
+
 def write_dataset_case(
-    root: Path, spec: PhantomDataset, task_index: int, seed: int, i: int, cases: int,
+    root: Path, spec: PhantomDataset, task_index: int, seed: int, test_seed: int, i: int, cases: int,
     shape: tuple[int, int, int],
 ) -> None:  # fmt: skip
     """Render and write case ``i`` of dataset ``spec`` (training when ``i < cases``, else held out)."""
     style, grid, spacing = case_geometry(i, task_index, shape)
     case = make_phantom_case(
-        case_seed(seed, task_index, i), spec.kind, spec.modality,
+        dataset_case_seed(seed, test_seed, task_index, i, cases), spec.kind, spec.modality,
         shape=grid, spacing=tuple(spacing), affine_style=style, with_tumour=spec.with_tumour,
     )  # fmt: skip
     name = case_file(spec, i)
@@ -118,7 +130,9 @@ def _save_case(
     )
 
 
-def dataset_meta(spec: PhantomDataset, seed: int, cases: int, test_cases: int) -> dict[str, Any]:
+def dataset_meta(
+    spec: PhantomDataset, seed: int, test_seed: int, cases: int, test_cases: int
+) -> dict[str, Any]:
     """The ``dataset.json`` of a phantom dataset with ``cases`` training and ``test_cases`` held-out cases."""
     names = [case_file(spec, i) for i in range(cases + test_cases)]
     training = [{"image": f"./imagesTr/{n}", "label": f"./labelsTr/{n}"} for n in names[:cases]]
@@ -126,7 +140,10 @@ def dataset_meta(spec: PhantomDataset, seed: int, cases: int, test_cases: int) -
     return {
         "name": spec.task.split("_", 1)[1],
         "description": spec.description,
-        "reference": f"Synthetic phantom made by duplus.data.phantoms {PHANTOM_VERSION} (seed {seed})",
+        "reference": (
+            f"Synthetic phantom made by duplus.data.phantoms {PHANTOM_VERSION}"
+            f" (seed {seed}; held-out cases from test seed {test_seed})"
+        ),
         "licence": "CC0-1.0 (synthetic data)",
         "release": PHANTOM_VERSION,
         "tensorImageSize": "3D",
@@ -137,4 +154,17 @@ def dataset_meta(spec: PhantomDataset, seed: int, cases: int, test_cases: int) -
         "numTest": len(test),
         "training": training,
         "test": test,
+    }
+
+
+def case_seeds(spec: PhantomDataset, task_index: int, seed: int, test_seed: int, cases: int, test_cases: int
+) -> dict[str, dict[str, Any]]:  # fmt: skip
+    """``{file name: {"split": "train" | "test", "seed": generator seed}}`` of a dataset's cases,
+    for ``phantoms.json`` (so anyone can check that test cases were drawn apart from training)."""
+    return {
+        case_file(spec, i): {
+            "split": "train" if i < cases else "test",
+            "seed": dataset_case_seed(seed, test_seed, task_index, i, cases),
+        }
+        for i in range(cases + test_cases)
     }

@@ -1,0 +1,132 @@
+"""Free text resolved to trained targets (duplus.text.matching): names, spelling, sides, meaning, refusal."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+import torch
+
+from duplus.data.label_space import canonical_target, normalise_name
+from duplus.text import matching
+from duplus.text.matching import TargetMatcher, edit_distance, sides, spelling_similarity
+
+TRAINED = [
+    "liver",
+    "spleen",
+    "left kidney",
+    "right kidney",
+    "white matter",
+    "grey matter",
+    "cerebrospinal fluid",
+]
+VOCAB = sorted(
+    {w for t in TRAINED for w in t.split()} | {"organ", "brain", "fluid", "around", "hepatic", "the"}
+)
+
+
+def bag_of_words(texts: list[str]) -> torch.Tensor:
+    """A stand-in encoder: L2-normalised counts of VOCAB words (plus one 'other' slot)."""
+    out = torch.zeros(len(texts), len(VOCAB) + 1)
+    for i, t in enumerate(texts):
+        for w in re.findall(r"[a-z]+", t.lower()):
+            out[i, VOCAB.index(w) if w in VOCAB else -1] += 1
+    return torch.nn.functional.normalize(out + 1e-6, dim=1)
+
+
+@pytest.fixture
+def matcher() -> TargetMatcher:
+    return TargetMatcher(TRAINED, bag_of_words)
+
+
+def test_trained_and_table_names(matcher: TargetMatcher) -> None:
+    got = {m.text: m for m in matcher.match(["liver", "hepar", "Kidney (L)", "Leber", "rein droit", "csf"])}
+    assert {t: m.target for t, m in got.items()} == {
+        "liver": "liver", "hepar": "liver", "Kidney (L)": "left kidney", "Leber": "liver",
+        "rein droit": "right kidney", "csf": "cerebrospinal fluid",
+    }  # fmt: skip
+    assert {m.how for m in got.values()} == {"trained name"}
+
+
+def test_a_known_target_the_model_was_not_trained_on_is_unmatched(matcher: TargetMatcher) -> None:
+    (m,) = matcher.match(["gallbladder"])
+    assert m.target is None and m.how == "unmatched" and "not trained on" in m.reason
+
+
+def test_misspellings_map_by_spelling_and_keep_their_side(matcher: TargetMatcher) -> None:
+    got = {
+        m.text: m
+        for m in matcher.match(["livr", "spleeen", "lt kidney", "rigth kidney", "white mater", "spl"])
+    }
+    assert got["livr"].target == "liver" and got["livr"].how == "spelling"
+    assert got["spleeen"].target == "spleen"
+    assert got["lt kidney"].target == "left kidney" and got["rigth kidney"].target == "right kidney"
+    assert got["spl"].target == "spleen" and got["spl"].how == "prefix"
+    assert got["white mater"].target == "white matter"
+    assert sides("lt. kidney") == {"left"} and sides("kidney, right") == {"right"} and not sides("liver")
+
+
+def test_a_side_is_never_crossed(matcher: TargetMatcher) -> None:
+    """'left' in a text rules out the right-sided targets, whatever the encoder says."""
+    for m in matcher.match(["the organ on the left", "left kidney region", "left renal thing"]):
+        assert m.target != "right kidney"
+
+
+def test_meaning_maps_close_texts_and_refuses_far_ones() -> None:
+    m = TargetMatcher(TRAINED, bag_of_words, spelling_threshold=0.99)
+    close, far = m.match(["the fluid around the brain cerebrospinal", "banana bread"])
+    assert close.target == "cerebrospinal fluid" and close.how == "meaning"
+    assert far.target is None and far.how == "unmatched" and far.nearest in TRAINED
+    assert "<" in far.reason
+
+
+def test_a_tie_between_two_targets_is_refused() -> None:
+    """Equally close to two trained targets: the margin refuses to guess."""
+    m = TargetMatcher(
+        TRAINED, bag_of_words, spelling_threshold=0.99, embedding_threshold=0.0, embedding_margin=0.05
+    )
+    (tie,) = m.match(["matter"])  # white matter and grey matter alike
+    assert tie.target is None and "runner-up" in tie.reason
+
+
+def test_spelling_similarity_and_accents() -> None:
+    assert spelling_similarity("livr", "liver") == pytest.approx(0.8)  # one letter missing of five
+    assert spelling_similarity("lievr", "liver") == pytest.approx(0.8)  # one swap
+    # a different phrase ("hepatic tumour" is a name of the liver tumour): below the threshold
+    assert spelling_similarity("hepatic tissue", "liver tumour") < matching.SPELLING_THRESHOLD
+    assert edit_distance("ca", "ac") == 1 and edit_distance("kitten", "sitting") == 3
+    assert normalise_name("Hígado") == "higado" and normalise_name("Weiße Substanz") == "weisse substanz"
+    assert (
+        canonical_target("hígado") == "liver"
+        and canonical_target("Liquide céphalo-rachidien") == "cerebrospinal fluid"
+    )
+
+
+def test_thresholds_are_the_ones_chosen_on_validation_wordings() -> None:
+    """The module's constants are what experiments/choose_matching.py chose; changing one means
+    choosing again on the validation wordings (never on the test wordings)."""
+    chosen = json.loads(
+        (Path(__file__).resolve().parents[2] / "experiments" / "results" / "matching_choice.json").read_text()
+    )["chosen"]
+    assert (
+        chosen["spelling"], chosen["embedding"], chosen["margin"],
+    ) == (matching.SPELLING_THRESHOLD, matching.EMBEDDING_THRESHOLD, matching.EMBEDDING_MARGIN)  # fmt: skip
+
+
+def test_wording_sets_are_disjoint_and_unseen_in_training() -> None:
+    """Validation and test wordings share nothing, and none is a training prompt of its target."""
+    from duplus.demo.wordings import TEST, VALIDATION
+    from duplus.text.prompts import t2_prompts
+
+    val, test = {normalise_name(w.text) for w in VALIDATION}, {normalise_name(w.text) for w in TEST}
+    assert not val & test
+    for w in (*VALIDATION, *TEST):
+        if w.target is not None:
+            seen = {
+                normalise_name(p)
+                for m in (None, "CT", "MRI")
+                for p in t2_prompts(w.target, m, synonyms=False)
+            }
+            assert normalise_name(w.text) not in seen, w
