@@ -331,6 +331,8 @@ class Predictor:
     ) -> Prediction:
         """Segment one volume.
 
+        (Long only by its signature and this docstring: one argument per ``duplus segment`` option.)
+
         Args:
             volume: input image, ``(C, I, J, K)`` with its affine (PET/CT: PET first, then CT).
             modality: CT, MRI, PET or PETCT (chooses the stem and the T1 prompt).
@@ -364,22 +366,13 @@ class Predictor:
                 out of its distribution; an unknown or unavailable ``precision``.
         """
         from duplus.data.preprocess import preprocess_case
-        from duplus.data.resample import resample_to_grid
 
         modality = normalise_modality(modality, source="--modality")
         settings = resolve_run_settings(self.device, fast=fast, overlap=overlap, precision=precision)
         flips: list[tuple[int, ...]] = self._tta_flips() if tta else [()]
         targets = clean_targets(targets, exact_prompts=exact_prompts)
-        n_ch = MODALITY_CHANNELS[modality]
-        if volume.num_channels != n_ch:
-            raise InputError(
-                volume.path, f"{modality} needs {n_ch} channel(s), the image has {volume.num_channels}"
-            )
-        region_text = " ".join(str(region).split())
-        if not region_text:
-            raise InputError("--region", "empty region")
+        region_text = _check_input(volume, modality, region)
         matches = self.match_targets(targets, modality, exact_prompts=exact_prompts)
-        active = [k for k, m in enumerate(matches) if m.how != "unmatched"]
         prompts: dict[str, Any] = {
             "t1": t1_override or t1_prompt(modality, region_text),
             "t2": dict.fromkeys(targets),
@@ -388,6 +381,7 @@ class Predictor:
         run: dict[str, Any] = {**settings.describe(), "grid": list(pre.image.shape[1:])}
         # an unmatched text is never prompted: its map stays 0 (an empty mask)
         prob_np = np.zeros((len(targets), *pre.image.shape[1:]), dtype=np.float32)
+        active = [k for k, m in enumerate(matches) if m.how != "unmatched"]
         if active:
             asked = [matches[k].target or targets[k] for k in active]
             exact = exact_prompts or all(matches[k].target is None for k in active)
@@ -399,24 +393,18 @@ class Predictor:
                 cond = self.model.condition(
                     torch.tensor([modality_index(modality)], device=self.device), t1, t2
                 )
+                body = pre.body if settings.skip_air else None
                 prob_np[active] = self._probabilities(
                     pre.image,
                     cond,
                     flips,
                     settings=settings,
                     sw_batch_size=sw_batch_size,
-                    body=pre.body if settings.skip_air else None,
+                    body=body,
                     stats=run,
                 ).numpy()
         prompts["targets"] = {m.text: m.to_dict() for m in matches}
-        if probabilities:  # the float32 stack on the input grid, as asked
-            prob_in = resample_to_grid(
-                prob_np, pre.affine, volume.spatial_shape, volume.affine, mode="linear", padding_value=0.0
-            )
-            masks = (prob_in >= threshold).astype(np.uint8)
-        else:  # one target at a time: the same masks without the stack
-            prob_in = None
-            masks = masks_on_input_grid(prob_np, pre.affine, volume.spatial_shape, volume.affine, threshold)
+        masks, prob_in = _on_input_grid(prob_np, pre.affine, volume, threshold, keep_stack=probabilities)
         prob16 = prob_np.astype(np.float16)
         del prob_np
         return Prediction(
@@ -504,3 +492,33 @@ class Predictor:
             )
         dims = [2 + MIRROR_AXES[a] for a in self.mirror_axes]
         return [c for n in range(len(dims) + 1) for c in combinations(dims, n)]
+
+
+def _check_input(volume: Volume, modality: str, region: str) -> str:
+    """The region text, cleaned; refuses a channel count the modality's stem cannot take."""
+    n_ch = MODALITY_CHANNELS[modality]
+    if volume.num_channels != n_ch:
+        raise InputError(
+            volume.path, f"{modality} needs {n_ch} channel(s), the image has {volume.num_channels}"
+        )
+    region_text = " ".join(str(region).split())
+    if not region_text:
+        raise InputError("--region", "empty region")
+    return region_text
+
+
+def _on_input_grid(
+    prob: np.ndarray, model_affine: np.ndarray, volume: Volume, threshold: float, *, keep_stack: bool
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """Masks on the input grid and, with ``keep_stack``, the float32 probability stack there too.
+
+    Without the stack the masks are made one target at a time (the same masks, less memory).
+    """
+    from duplus.data.resample import resample_to_grid
+
+    if not keep_stack:
+        return masks_on_input_grid(prob, model_affine, volume.spatial_shape, volume.affine, threshold), None
+    prob_in = resample_to_grid(
+        prob, model_affine, volume.spatial_shape, volume.affine, mode="linear", padding_value=0.0
+    )
+    return (prob_in >= threshold).astype(np.uint8), prob_in

@@ -87,10 +87,27 @@ def dice_bars(table: pd.DataFrame, path: Path) -> Path:
 def write_report(out: Path, results: dict[str, Any]) -> Path:
     """Write ``out/report.md`` from the demo's ``results``; return its path."""
     figures = out / "figures"
+    lines = [
+        *_header(out, results),
+        *_segmentation_section(results, figures),
+        *_t1_section(results["t1_mismatch"]),
+        *_organ_section(results["organ_control"]),
+        *_adaptation_section(results.get("adaptation") or {}, figures),
+        *_prognosis_section(results.get("prognosis") or {}),
+        *_paraphrase_section(results["paraphrases"], results["settings"]["paraphrases"]),
+        *unseen_wording_section(results.get("unseen_wordings") or {}, markdown_table),
+    ]
+    path = out / "report.md"
+    write_text_atomic(path, "\n".join(lines) + "\n")
+    return path
+
+
+def _header(out: Path, results: dict[str, Any]) -> list[str]:
+    """Title, the run's data and seeds, the validation/test legend and the timings."""
     s = results["settings"]
-    seg = segmentation_table(results["segmentation"])
-    lines: list[str] = ["# DuPLUS demo report", ""]
-    lines += [
+    return [
+        "# DuPLUS demo report",
+        "",
         f"Run folder `{out}`; {'QUICK smoke run: numbers are not meaningful' if s['quick'] else 'full demo run'}; "
         f"seed {s['seed']}; {s['threads']} CPU threads.",
         "",
@@ -107,6 +124,13 @@ def write_report(out: Path, results: dict[str, Any]) -> Path:
         f"Total: {sum(results['seconds'].values()):.0f} s. Text-encoder forward passes in the training loop after "
         f"the prompt-cache warm-up: {int(results['training'].get('encoder_calls_after_warmup', -1))}.",
         "",
+    ]
+
+
+def _segmentation_section(results: dict[str, Any], figures: Path) -> list[str]:
+    """Dice per target on the held-out cases, its bar chart and the overlays."""
+    seg = segmentation_table(results["segmentation"])
+    lines = [
         f"## Segmentation of held-out cases by prompt — {TEST_TAG}",
         "",
         "Each case is segmented in its own geometry (oblique, non-RAS and anisotropic cases included) with its "
@@ -115,70 +139,74 @@ def write_report(out: Path, results: dict[str, Any]) -> Path:
         markdown_table(seg),
         *_validation_line(results["training"]),
     ]
-    if not seg.empty:
-        dice_bars(seg, figures / "dice_bars.png")
-        mean_dice = seg["dice"].mean()
-        lesion = seg["target"].map(is_lesion).astype(bool)
-        split = (
-            f" Organs and tissues: **{seg.loc[~lesion, 'dice'].mean():.3f}** ({int((~lesion).sum())} targets); "
-            f"lesions (tumours, lymph nodes): **{seg.loc[lesion, 'dice'].mean():.3f}** ({int(lesion.sum())} targets)."
-            if lesion.any() and (~lesion).any()
-            else ""
-        )
-        lines += [
-            f"Mean Dice over targets: **{mean_dice:.3f}**.{split}",
-            "",
-            "![Dice per target](figures/dice_bars.png)",
-            "",
-        ]
-        for png in sorted(figures.glob("overlay_*.png")):
-            lines += [f"![{png.stem}](figures/{png.name})", ""]
-    t1 = t1_table(results["t1_mismatch"])
-    lines += [f"## (a) T1 mismatch: the right modality prompt against a wrong one — {TEST_TAG}", ""]
-    if not t1.empty:
-        lines += [
-            "Same image, same modality stem, same T2 prompts; only the T1 text changes. Wrong prompts used: "
-            + ", ".join(
-                f"`{p}`"
-                for p in sorted(set(r["prompt"] for r in results["t1_mismatch"] if r["t1"] == "wrong"))
-            ),
-            "",
-            markdown_table(t1),
-            f"Mean Dice: right T1 **{t1['Dice, right T1'].mean():.3f}**, wrong T1 **{t1['Dice, wrong T1'].mean():.3f}**.",
-            "",
-        ]
-    organ = pd.DataFrame(results["organ_control"])
+    if seg.empty:
+        return lines
+    dice_bars(seg, figures / "dice_bars.png")
+    lesion = seg["target"].map(is_lesion).astype(bool)
+    split = (
+        f" Organs and tissues: **{seg.loc[~lesion, 'dice'].mean():.3f}** ({int((~lesion).sum())} targets); "
+        f"lesions (tumours, lymph nodes): **{seg.loc[lesion, 'dice'].mean():.3f}** ({int(lesion.sum())} targets)."
+        if lesion.any() and (~lesion).any()
+        else ""
+    )
     lines += [
+        f"Mean Dice over targets: **{seg['dice'].mean():.3f}**.{split}",
+        "",
+        "![Dice per target](figures/dice_bars.png)",
+        "",
+    ]
+    for png in sorted(figures.glob("overlay_*.png")):
+        lines += [f"![{png.stem}](figures/{png.name})", ""]
+    return lines
+
+
+def _t1_section(rows: list[dict]) -> list[str]:
+    """(a) the same image with the right and with a wrong T1 prompt."""
+    t1 = t1_table(rows)
+    lines = [f"## (a) T1 mismatch: the right modality prompt against a wrong one — {TEST_TAG}", ""]
+    if t1.empty:
+        return lines
+    wrong = sorted(set(r["prompt"] for r in rows if r["t1"] == "wrong"))
+    return lines + [
+        "Same image, same modality stem, same T2 prompts; only the T1 text changes. Wrong prompts used: "
+        + ", ".join(f"`{p}`" for p in wrong),
+        "",
+        markdown_table(t1),
+        f"Mean Dice: right T1 **{t1['Dice, right T1'].mean():.3f}**, wrong T1 **{t1['Dice, wrong T1'].mean():.3f}**.",
+        "",
+    ]
+
+
+def _organ_section(rows: list[dict]) -> list[str]:
+    """(b) one CT volume asked for two organs in turn."""
+    return [
         f"## (b) Organ control: toggling T2 between two organs — {TEST_TAG}",
         "",
         "The same CT volume and T1 prompt, asked once for `liver` and once for `spleen`.",
         "",
-        markdown_table(organ),
+        markdown_table(pd.DataFrame(rows)),
     ]
-    lines += _adaptation_section(results.get("adaptation") or {}, figures)
-    lines += _prognosis_section(results.get("prognosis") or {})
-    para = paraphrase_table(results["paraphrases"])
-    lines += [f"## (d) Prompt-paraphrase robustness (training wordings) — {TEST_TAG}", ""]
-    if not para.empty:
-        spread = (
-            para.groupby("target", sort=False)["dice"]
-            .agg(["mean", "std", "min", "max", "count"])
-            .reset_index()
-        )
-        lines += [
-            f"Dice of each target over {s['paraphrases']} paraphrases of its T2 prompt (used verbatim).",
-            "",
-            markdown_table(spread.rename(columns={"count": "prompts"})),
-            "<details><summary>Per prompt</summary>",
-            "",
-            markdown_table(para),
-            "</details>",
-            "",
-        ]
-    lines += unseen_wording_section(results.get("unseen_wordings") or {}, markdown_table)
-    path = out / "report.md"
-    write_text_atomic(path, "\n".join(lines) + "\n")
-    return path
+
+
+def _paraphrase_section(rows: list[dict], paraphrases: int) -> list[str]:
+    """(d) Dice over paraphrases drawn from the training wordings."""
+    para = paraphrase_table(rows)
+    lines = [f"## (d) Prompt-paraphrase robustness (training wordings) — {TEST_TAG}", ""]
+    if para.empty:
+        return lines
+    spread = (
+        para.groupby("target", sort=False)["dice"].agg(["mean", "std", "min", "max", "count"]).reset_index()
+    )
+    return lines + [
+        f"Dice of each target over {paraphrases} paraphrases of its T2 prompt (used verbatim).",
+        "",
+        markdown_table(spread.rename(columns={"count": "prompts"})),
+        "<details><summary>Per prompt</summary>",
+        "",
+        markdown_table(para),
+        "</details>",
+        "",
+    ]
 
 
 def _validation_line(training: dict[str, Any]) -> list[str]:
