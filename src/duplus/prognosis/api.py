@@ -250,7 +250,7 @@ def run_prognosis_command(req: PrognosisRequest) -> str:
     data = req.hecktor or req.clinical
     if not data:
         raise ConfigError("pass --hecktor FOLDER or --clinical CSV")
-    cols = {"id_col": req.id_col, "time_col": req.time_col, "event_col": req.event_col}
+    cols: dict[str, Any] = {"id_col": req.id_col, "time_col": req.time_col, "event_col": req.event_col}
     out = Path(req.out)
     ids = cv.load_cohort(req.clinical, **cols)[0]["id"].tolist() if req.clinical and req.images else None
     if req.action == "predict":
