@@ -163,11 +163,26 @@ def cmd_adapt(args: argparse.Namespace) -> int:
 
 def cmd_prognosis(args: argparse.Namespace) -> int:
     from duplus.bundles.store import resolve_checkpoint
-    from duplus.prognosis.api import run_prognosis_command
+    from duplus.prognosis.api import PrognosisRequest, run_prognosis_command
 
-    if args.checkpoint:
-        args.checkpoint = str(resolve_checkpoint(args.checkpoint))
-    run_prognosis_command(args)
+    req = PrognosisRequest(
+        action=args.prognosis_command,
+        out=args.out,
+        hecktor=args.hecktor,
+        clinical=args.clinical,
+        id_col=args.id_col,
+        time_col=args.time_col,
+        event_col=args.event_col,
+        images=args.images,
+        checkpoint=str(resolve_checkpoint(args.checkpoint)) if args.checkpoint else None,
+        mode=args.mode,
+        modes=tuple(args.modes) if getattr(args, "modes", None) else None,
+        config=args.config,
+        folds=getattr(args, "folds", None),
+        repeats=getattr(args, "repeats", None),
+        model=getattr(args, "model", None),
+    )
+    print(run_prognosis_command(req))
     return 0
 
 

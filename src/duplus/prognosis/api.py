@@ -9,9 +9,9 @@ there is one). The features are cached in the run folder; the prognosis model it
 
 from __future__ import annotations
 
-import argparse
 import logging
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -166,20 +166,53 @@ def folder_cases(images: str | Path, ids: list[str]) -> list[tuple[str, list[Pat
     return out
 
 
-def _features_for(args: argparse.Namespace, out: Path, ids: list[str] | None, split: str) -> Path:
+@dataclass
+class PrognosisRequest:
+    """What ``duplus prognosis cv|train|predict`` was asked (the CLI's arguments, typed).
+
+    Attributes:
+        action: ``cv`` | ``train`` | ``predict``.
+        out: output folder (cv/train) or predictions CSV (predict).
+        hecktor: a HECKTOR 2022-layout folder; clinical: a clinical CSV (one of the two).
+        id_col, time_col, event_col: the CSV's patient id, follow-up time and event (0/1) columns.
+        images: folder of images matched by patient id (a generic cohort with image modes).
+        checkpoint: segmentation model whose features the image modes use.
+        mode: the mode ``train`` fits; modes: the modes ``cv`` compares (``None`` = by inputs).
+        config: a prognosis YAML; folds, repeats: overrides of it for ``cv``.
+        model: the folder ``train`` wrote (for ``predict``).
+    """
+
+    action: str
+    out: str | Path
+    hecktor: str | Path | None = None
+    clinical: str | Path | None = None
+    id_col: str = "PatientID"
+    time_col: str = "RFS"
+    event_col: str = "Relapse"
+    images: str | Path | None = None
+    checkpoint: str | Path | None = None
+    mode: str = "both"
+    modes: tuple[str, ...] | None = None
+    config: str | Path | None = None
+    folds: int | None = None
+    repeats: int | None = None
+    model: str | Path | None = None
+
+
+def _features_for(req: PrognosisRequest, out: Path, ids: list[str] | None, split: str) -> Path:
     """Image features of the cohort named by ``--hecktor`` or ``--images``, from ``-c CHECKPOINT``."""
-    if not args.checkpoint:
+    if not req.checkpoint:
         raise ConfigError("image modes need features from a segmentation model: pass -c CHECKPOINT")
-    if args.hecktor:
-        cases = hecktor_cases(args.hecktor, split)
-    elif args.images:
+    if req.hecktor:
+        cases = hecktor_cases(req.hecktor, split)
+    elif req.images:
         if ids is None:
             raise ConfigError("--images needs the clinical CSV's patient ids")
-        cases = folder_cases(args.images, ids)
+        cases = folder_cases(req.images, ids)
     else:
         raise ConfigError("image modes need images: pass --hecktor FOLDER or --images FOLDER")
     out.mkdir(parents=True, exist_ok=True)
-    return compute_cohort_features(cases, args.checkpoint, out / "image_features.npz")
+    return compute_cohort_features(cases, req.checkpoint, out / "image_features.npz")
 
 
 def run_cohort_cv(
@@ -210,36 +243,37 @@ def run_cohort_cv(
     return result
 
 
-def run_prognosis_command(args: argparse.Namespace) -> None:
-    """Dispatch ``duplus prognosis cv|train|predict``."""
+def run_prognosis_command(req: PrognosisRequest) -> str:
+    """Run ``duplus prognosis cv|train|predict``; returns what the command prints."""
     from duplus.prognosis import cv
 
-    data = args.hecktor or args.clinical
+    data = req.hecktor or req.clinical
     if not data:
         raise ConfigError("pass --hecktor FOLDER or --clinical CSV")
-    cols = {"id_col": args.id_col, "time_col": args.time_col, "event_col": args.event_col}
-    out = Path(args.out)
-    ids = cv.load_cohort(args.clinical, **cols)[0]["id"].tolist() if args.clinical and args.images else None
-    if args.prognosis_command == "predict":
+    cols: dict[str, Any] = {"id_col": req.id_col, "time_col": req.time_col, "event_col": req.event_col}
+    out = Path(req.out)
+    ids = cv.load_cohort(req.clinical, **cols)[0]["id"].tolist() if req.clinical and req.images else None
+    if req.action == "predict":
         from duplus.prognosis.model import load_prognosis_config
 
-        mode = load_prognosis_config(args.model).mode
+        if req.model is None:
+            raise ConfigError("predict needs --model FOLDER (written by `duplus prognosis train`)")
+        mode = load_prognosis_config(req.model).mode
         with tempfile.TemporaryDirectory(prefix="duplus-features-") as tmp:
-            feats = _features_for(args, Path(tmp), ids, "testing") if mode != "ehr" else None
-            path = cv.run_prognosis_predict(args.model, data, out, features=feats, id_col=args.id_col)
-        print(f"predictions written to {path}")
-        return
-    cfg = cv.load_prognosis_cfg(args.config)
-    cfg.mode = args.mode
-    for key in ("folds", "repeats"):
-        if getattr(args, key, None):
-            setattr(cfg, key, getattr(args, key))
-    if args.prognosis_command == "cv":
-        modes = tuple(args.modes or (("image", "ehr", "both") if args.checkpoint else ("ehr",)))
-        feats = _features_for(args, out, ids, "training") if any(m != "ehr" for m in modes) else None
+            feats = _features_for(req, Path(tmp), ids, "testing") if mode != "ehr" else None
+            path = cv.run_prognosis_predict(req.model, data, out, features=feats, id_col=req.id_col)
+        return f"predictions written to {path}"
+    cfg = cv.load_prognosis_cfg(req.config)
+    cfg.mode = req.mode
+    if req.folds:
+        cfg.folds = req.folds
+    if req.repeats:
+        cfg.repeats = req.repeats
+    if req.action == "cv":
+        modes = tuple(req.modes or (("image", "ehr", "both") if req.checkpoint else ("ehr",)))
+        feats = _features_for(req, out, ids, "training") if any(m != "ehr" for m in modes) else None
         cv.run_prognosis_cv(data, out, config=cfg, modes=modes, features=feats, **cols)
-        print((out / "cv_summary.md").read_text())
-    else:
-        feats = _features_for(args, out, ids, "training") if cfg.mode != "ehr" else None
-        model_dir = cv.run_prognosis_train(data, out, config=cfg, features=feats, **cols)
-        print(f"prognosis model written to {model_dir}")
+        return (out / "cv_summary.md").read_text()
+    feats = _features_for(req, out, ids, "training") if cfg.mode != "ehr" else None
+    model_dir = cv.run_prognosis_train(data, out, config=cfg, features=feats, **cols)
+    return f"prognosis model written to {model_dir}"
