@@ -150,7 +150,8 @@ def check_survival_cohort(df: pd.DataFrame, source: str | Path | None = None, mi
     """Refuse a cohort on which a Cox model and the C-index are undefined.
 
     Raises:
-        InputError: fewer than ``min_events`` events (e.g. all censored) or fewer than 2 patients.
+        InputError: fewer than ``min_events`` events (e.g. all censored), fewer than 2 patients, or
+            no orderable pair (all times tied, e.g. all zero).
     """
     src = source if source is not None else df.attrs.get("endpoint_source", df.attrs.get("source"))
     if "time" not in df.columns or "event" not in df.columns:
@@ -165,6 +166,17 @@ def check_survival_cohort(df: pd.DataFrame, source: str | Path | None = None, mi
     if n_events < min_events:
         raise InputError(
             src, f"only {n_events} event(s) among {len(df)} patients; need at least {min_events}"
+        )
+    time = np.asarray(df["time"], dtype=float)
+    event = np.asarray(df["event"]).astype(bool)
+    if not (event & (time < time.max())).any():  # no event before another patient's time
+        tied = (
+            f"every survival time is {time.max():g}"
+            if np.ptp(time) == 0
+            else "every event is at the last time"
+        )
+        raise InputError(
+            src, f"{tied}: no patient pair can be ordered, so the C-index and Cox likelihood are undefined"
         )
 
 

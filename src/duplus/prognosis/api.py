@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from duplus.errors import ConfigError, InputError
+from duplus.fileio import OutputFolder, check_literal_id, check_not_inside_inputs
 
 logger = logging.getLogger(__name__)
 
@@ -156,9 +157,14 @@ def folder_cases(images: str | Path, ids: list[str]) -> list[tuple[str, list[Pat
     root = Path(images)
     out: list[tuple[str, list[Path], Path | None]] = []
     for pid in ids:
-        pet = sorted(root.glob(f"{pid}__PT.nii*"))
-        ct = sorted(root.glob(f"{pid}__CT.nii*"))
-        plain = sorted(root.glob(f"{pid}.nii*"))
+        check_literal_id(pid, root)  # ids name files literally, never as patterns
+
+        def named(stem: str) -> list[Path]:
+            return [
+                root / f"{stem}{ext}" for ext in (".nii.gz", ".nii") if (root / f"{stem}{ext}").is_file()
+            ][:1]
+
+        pet, ct, plain = named(f"{pid}__PT"), named(f"{pid}__CT"), named(pid)
         files = pet + ct if pet else plain
         if not files:
             raise InputError(root, f"no image for patient {pid} (expected {pid}__PT.nii.gz or {pid}.nii.gz)")
@@ -244,12 +250,29 @@ def run_cohort_cv(
 
 
 def run_prognosis_command(req: PrognosisRequest) -> str:
-    """Run ``duplus prognosis cv|train|predict``; returns what the command prints."""
-    from duplus.prognosis import cv
+    """Run ``duplus prognosis cv|train|predict``; returns what the command prints.
 
+    The write rule holds (:class:`~duplus.fileio.OutputFolder`): ``cv`` and ``train`` write only
+    inside ``out`` and replace only what an earlier duplus run wrote there; ``predict`` writes its
+    one CSV, which may be neither an input nor a file duplus did not write.
+    """
     data = req.hecktor or req.clinical
     if not data:
         raise ConfigError("pass --hecktor FOLDER or --clinical CSV")
+    inputs = [Path(p) for p in (req.hecktor, req.clinical, req.images, req.config, req.model) if p]
+    out = Path(req.out)
+    if req.action == "predict":
+        check_not_inside_inputs(out, inputs)
+        with OutputFolder(out.absolute().parent, inputs=inputs, replace_owned=True, name="folder of --out"):
+            return _run(req, data)
+    with OutputFolder(out, inputs=inputs, replace_owned=True, name="--out"):
+        return _run(req, data)
+
+
+def _run(req: PrognosisRequest, data: str | Path) -> str:
+    """The body of :func:`run_prognosis_command`, inside its output folder."""
+    from duplus.prognosis import cv
+
     cols: dict[str, Any] = {"id_col": req.id_col, "time_col": req.time_col, "event_col": req.event_col}
     out = Path(req.out)
     ids = cv.load_cohort(req.clinical, **cols)[0]["id"].tolist() if req.clinical and req.images else None
@@ -259,7 +282,7 @@ def run_prognosis_command(req: PrognosisRequest) -> str:
         if req.model is None:
             raise ConfigError("predict needs --model FOLDER (written by `duplus prognosis train`)")
         mode = load_prognosis_config(req.model).mode
-        with tempfile.TemporaryDirectory(prefix="duplus-features-") as tmp:
+        with tempfile.TemporaryDirectory(prefix="duplus-features-") as tmp, OutputFolder(tmp, name="scratch"):
             feats = _features_for(req, Path(tmp), ids, "testing") if mode != "ehr" else None
             path = cv.run_prognosis_predict(req.model, data, out, features=feats, id_col=req.id_col)
         return f"predictions written to {path}"
