@@ -70,4 +70,11 @@ def test_train_then_predict_ehr_only(tmp_path, capsys):
     assert pred["PatientID"].tolist() == df["pid"].tolist()
     assert np.isfinite(pred["Prediction"]).all() and pred["Prediction"].std() > 0
     assert csv.read_bytes() == before
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["cohort.csv", "p.yaml", "pred.csv", "run"]
+    # the hidden manifest records pred.csv as written by duplus (a rerun may replace it)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        ".duplus-manifest.json",
+        "cohort.csv",
+        "p.yaml",
+        "pred.csv",
+        "run",
+    ]
