@@ -43,6 +43,8 @@ def _dataset_cases(text: str) -> tuple[str, int, int | None]:
 def cmd_make_phantoms(args: argparse.Namespace) -> int:
     from duplus.data.phantoms import make_phantoms
 
+    if args.anatomy == "mni152":
+        return _make_synth_head(args)
     out = make_phantoms(
         Path(args.out),
         cases=args.cases,
@@ -58,9 +60,32 @@ def cmd_make_phantoms(args: argparse.Namespace) -> int:
         workers=args.workers,
         progress=not args.quiet,
         overwrite=args.overwrite,
+        mri_appearance=args.mri_appearance,
     )
     for name, path in out.items():
         print(f"{name}: {path}")
+    return 0
+
+
+def _make_synth_head(args: argparse.Namespace) -> int:
+    """``make-phantoms --anatomy mni152``: the synthetic head MRI dataset."""
+    from duplus.data.phantoms import make_synth_head
+    from duplus.errors import ConfigError
+
+    if args.cohort or args.dataset_cases:
+        raise ConfigError("--cohort and --dataset-cases apply to --anatomy phantoms only")
+    path = make_synth_head(
+        Path(args.out),
+        cases=args.cases,
+        seed=args.seed,
+        test_seed=args.test_seed,
+        test_cases=args.test_cases,
+        spacing=args.spacing,
+        workers=args.workers,
+        progress=not args.quiet,
+        overwrite=args.overwrite,
+    )
+    print(f"{path.name}: {path}")
     return 0
 
 
@@ -286,6 +311,23 @@ def _add_make_phantoms(sub: Any) -> None:
     )
     p.add_argument(
         "--overwrite", action="store_true", help="replace dataset folders an earlier make-phantoms wrote"
+    )
+    p.add_argument(
+        "--anatomy",
+        choices=("phantoms", "mni152"),
+        default="phantoms",
+        help="phantoms: the drawn CT/MRI/PET collection; mni152: synthetic head MRI of random contrast"
+        " from the real MNI152 tissue maps (needs nilearn: pip install 'duplus[synth]')",
+    )
+    p.add_argument(
+        "--mri-appearance",
+        choices=("fixed", "random"),
+        default="fixed",
+        help="phantom MRI intensities: the T1-weighted table, or a random contrast, bias, noise, blur"
+        " and slice thickness per case",
+    )
+    p.add_argument(
+        "--spacing", type=float, default=2.0, help="--anatomy mni152: voxel size in mm (2 -> 96x112x96)"
     )
 
 
