@@ -66,7 +66,8 @@ class HeadMaps:
 
     Attributes:
         tissue: int8 ``(I, J, K)``: 0 outside the brain outline, else WM / GM / CSF (:data:`HEAD_LABELS`).
-        distance_mm: float32 ``(I, J, K)``: distance from the brain outline in mm (0 inside).
+        distance_mm: float32 ``(I, J, K)``: distance from the brain outline's surface in mm (0 inside;
+            a voxel centre's distance to the nearest inside voxel centre less half a voxel).
         affine: ``(4, 4)`` voxel-to-world (MNI millimetres, RAS).
     """
 
@@ -109,7 +110,9 @@ def build_head_maps(
     outline = _close(np.pad(brain.astype(bool), widths), spacing, CLOSING_MM)
     probs = np.stack([wm, gm, np.clip(1.0 - wm - gm, 0.0, 1.0)])
     tissue = np.where(outline, np.argmax(probs, axis=0) + 1, 0).astype(np.int8)
-    distance = ndimage.distance_transform_edt(~outline, sampling=tuple(spacing)).astype(np.float32)
+    # from voxel centres to the outline's surface, half a voxel nearer: a thin shell still shows
+    edt = ndimage.distance_transform_edt(~outline, sampling=tuple(spacing))
+    distance = np.where(outline, 0.0, edt - 0.5 * float(spacing.min())).astype(np.float32)
     padded = affine.copy()
     padded[:3, 3] = affine[:3, 3] - affine[:3, :3] @ pad
     return HeadMaps(tissue=tissue, distance_mm=distance, affine=padded)
