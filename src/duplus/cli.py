@@ -45,6 +45,10 @@ def cmd_make_phantoms(args: argparse.Namespace) -> int:
 
     if args.anatomy == "mni152":
         return _make_synth_head(args)
+    if args.spacing is not None:
+        from duplus.errors import ConfigError
+
+        raise ConfigError("--spacing applies to --anatomy mni152 only (the phantoms' grid is --shape)")
     out = make_phantoms(
         Path(args.out),
         cases=args.cases,
@@ -72,15 +76,15 @@ def _make_synth_head(args: argparse.Namespace) -> int:
     from duplus.data.phantoms import make_synth_head
     from duplus.errors import ConfigError
 
-    if args.cohort or args.dataset_cases:
-        raise ConfigError("--cohort and --dataset-cases apply to --anatomy phantoms only")
+    if args.cohort or args.dataset_cases or args.mri_appearance != "fixed":
+        raise ConfigError("--cohort, --dataset-cases and --mri-appearance apply to --anatomy phantoms only")
     path = make_synth_head(
         Path(args.out),
         cases=args.cases,
         seed=args.seed,
         test_seed=args.test_seed,
         test_cases=args.test_cases,
-        spacing=args.spacing,
+        spacing=2.0 if args.spacing is None else args.spacing,
         workers=args.workers,
         progress=not args.quiet,
         overwrite=args.overwrite,
@@ -327,7 +331,10 @@ def _add_make_phantoms(sub: Any) -> None:
         " and slice thickness per case",
     )
     p.add_argument(
-        "--spacing", type=float, default=2.0, help="--anatomy mni152: voxel size in mm (2 -> 96x112x96)"
+        "--spacing",
+        type=float,
+        default=None,
+        help="--anatomy mni152: voxel size in mm (default 2 -> 96x112x96)",
     )
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
@@ -186,9 +187,18 @@ def test_written_dataset_reads_back_through_the_msd_reader(tmp_path: Path, toy_m
 
 
 def _index(out: Path) -> dict:
-    import json
-
     return json.loads((out / "synth.json").read_text())["cases"]
+
+
+@pytest.mark.slow
+def test_synth_files_do_not_depend_on_workers(tmp_path: Path, toy_maps: HeadMaps) -> None:
+    kwargs = {"spacing": SMALL_SPACING, "fov_mm": SMALL_FOV, "maps": toy_maps, "progress": False}
+    one = make_synth_head(tmp_path / "one", cases=2, test_cases=1, **kwargs)
+    two = make_synth_head(tmp_path / "two", cases=2, test_cases=1, workers=2, **kwargs)
+    files = sorted(p.relative_to(one) for p in one.rglob("*.nii.gz"))
+    assert len(files) == 6
+    for rel in files:
+        assert (one / rel).read_bytes() == (two / rel).read_bytes(), rel
 
 
 def test_make_synth_head_refuses_an_existing_dataset(tmp_path: Path, toy_maps: HeadMaps) -> None:
@@ -230,4 +240,20 @@ def test_cli_writes_the_mni152_dataset_only_inside_its_folder(tmp_path: Path) ->
     assert spec.labels == HEAD_LABELS and len(spec.training) == 1
     shape = nib.load(spec.training[0].images[0]).shape
     assert sorted(shape) == [24, 24, 28]  # 192 x 224 x 192 mm at 8 mm, axes in a random order
-    assert main([*args, "--spacing", "8", "-q", "--cohort", "2"]) == 2  # phantom-only option
+    assert main([*args, "--spacing", "8", "-q", "--cohort", "2"]) == 2  # phantom-only options
+    assert main([*args, "--spacing", "8", "-q", "--mri-appearance", "random"]) == 2
+    assert main(["make-phantoms", str(tmp_path / "p"), "--spacing", "2"]) == 2  # mni152-only option
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["keep.txt", "out"]
+
+
+def test_cli_mri_appearance_random_changes_only_the_mri(tmp_path: Path) -> None:
+    args = ["make-phantoms", "--cases", "1", "--test-cases", "0", "--shape", "16", "-q"]
+    assert main([*args[:1], str(tmp_path / "fixed"), *args[1:]]) == 0
+    assert main([*args[:1], str(tmp_path / "random"), *args[1:], "--mri-appearance", "random"]) == 0
+    index = json.loads((tmp_path / "random" / "phantoms.json").read_text())
+    assert index["mri_appearance"] == "random"
+    assert "mri_appearance" not in json.loads((tmp_path / "fixed" / "phantoms.json").read_text())
+    for entry in index["datasets"]:
+        name = f"{entry['path']}/imagesTr/{next(iter(entry['cases']))}"
+        a, b = (np.asarray(nib.load(tmp_path / run / name).dataobj) for run in ("fixed", "random"))
+        assert np.array_equal(a, b) == (entry["modality"] != "MRI"), name
