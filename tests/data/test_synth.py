@@ -59,7 +59,8 @@ def test_head_maps_derive_csf_inside_the_outline(toy_maps: HeadMaps) -> None:
 
 
 def test_non_brain_shells_lie_outside_the_brain_outline(toy_maps: HeadMaps) -> None:
-    label, thickness = draw_head_labels(toy_maps, np.random.default_rng(0))
+    label, thickness = draw_head_labels(toy_maps, np.random.default_rng(0), p_skull_stripped=0.0)
+    assert not thickness["skull_stripped"]
     outside = toy_maps.distance_mm > 0
     for value in (SKULL, DIPLOE, SCALP, FAT):
         assert label[value == label].size > 0
@@ -73,6 +74,15 @@ def test_non_brain_shells_lie_outside_the_brain_outline(toy_maps: HeadMaps) -> N
     assert d[label == SKULL].min() >= 0.85 * thickness["csf_mm"] - 1e-3
 
 
+def test_a_skull_stripped_case_has_nothing_outside_the_brain_outline(toy_maps: HeadMaps) -> None:
+    label, facts = draw_head_labels(toy_maps, np.random.default_rng(0), p_skull_stripped=1.0)
+    assert facts["skull_stripped"]
+    assert not label[toy_maps.distance_mm > 0].any()
+    np.testing.assert_array_equal(
+        label[toy_maps.distance_mm == 0], toy_maps.tissue[toy_maps.distance_mm == 0]
+    )
+
+
 # ------------------------------------------------------------------------------- cases
 def test_synth_case_is_deterministic_for_a_seed(toy_maps: HeadMaps) -> None:
     a, b, c = _toy_case(5, toy_maps), _toy_case(5, toy_maps), _toy_case(6, toy_maps)
@@ -83,16 +93,22 @@ def test_synth_case_is_deterministic_for_a_seed(toy_maps: HeadMaps) -> None:
 
 
 def test_synth_case_has_every_label_and_the_brain_is_enclosed(toy_maps: HeadMaps) -> None:
-    for seed in range(3):
+    stripped = []
+    for seed in range(12):
         case = _toy_case(seed, toy_maps)
         assert case.image.dtype == np.float32 and case.label.dtype == np.int16
         assert case.image.shape == case.label.shape
+        stripped.append(case.info["shells_mm"]["skull_stripped"])
+        if stripped[-1]:
+            assert set(np.unique(case.label)) == {0, WM, GM, CSF}
+            continue
         assert set(np.unique(case.label)) == {0, *HEAD_LABELS}
         # the background that reaches the grid's border never touches the brain
         outer, _ = ndimage.label(case.label == 0)
         border = np.unique(np.concatenate([outer[[0, -1]].ravel(), outer[:, [0, -1]].ravel()]))
         reach = ndimage.binary_dilation(np.isin(outer, border[border > 0]))
         assert not (reach & np.isin(case.label, (WM, GM))).any()
+    assert 0 < sum(stripped) < 6  # about one case in ten is skull-stripped
 
 
 def test_synth_output_grids_vary_in_orientation(toy_maps: HeadMaps) -> None:
@@ -223,7 +239,7 @@ def test_mni152_head_maps_hold_a_real_brain() -> None:
     # MNI space is larger than an average head: about 1.7 l of brain, more grey than white matter
     assert 1200 < counts[WM] + counts[GM] < 2200 and 0.4 < counts[WM] / counts[GM] < 0.9
     assert 50 < counts[CSF] < 0.5 * counts[GM]
-    label, _ = draw_head_labels(maps, np.random.default_rng(0))
+    label, _ = draw_head_labels(maps, np.random.default_rng(0), p_skull_stripped=0.0)
     assert set(np.unique(label)) == {0, *HEAD_LABELS}
     assert (maps.distance_mm[label == SKULL] > 0).all()
 

@@ -15,7 +15,9 @@ template's intensities never reach a synthetic image. How each label is derived:
   table (1.5-3 mm), the diploe (1.5-5 mm), the outer table (1-2.5 mm; both tables are "skull"),
   scalp muscle and galea (1.5-4 mm, "scalp"), subcutaneous fat (2-6 mm) and skin (1-2.5 mm,
   "scalp"). Each layer's thickness is multiplied by a smooth random field (about +-15 %), so
-  thicknesses vary around the head. Everything beyond is background.
+  thicknesses vary around the head. Everything beyond is background. In
+  :data:`P_SKULL_STRIPPED` of the cases everything outside the outline is background (a
+  skull-stripped scan, as the MNI152 T1 itself is).
 
 The maps are padded by :data:`PAD_MM` so that the shells fit; :class:`HeadMaps` holds them on that
 padded grid, cached per process by :func:`load_mni152_head_maps`.
@@ -54,6 +56,8 @@ SHELLS: tuple[tuple[int, tuple[float, float]], ...] = (
     (SCALP, (1.0, 2.5)),  # skin
 )
 """The non-brain layers from the brain outline outwards: (label, thickness range in mm)."""
+P_SKULL_STRIPPED = 0.1
+"""Share of skull-stripped cases (nothing outside the brain outline), as brain-extracted scans are."""
 PAD_MM = 40.0
 """Margin added around the template grid for the shells (their thickest sum is 27 mm, +15 %)."""
 CLOSING_MM = 6.0
@@ -125,26 +129,34 @@ def _close(mask: np.ndarray, spacing: np.ndarray, radius_mm: float) -> np.ndarra
     return ndimage.binary_fill_holes(closed | mask)
 
 
-def draw_head_labels(maps: HeadMaps, rng: np.random.Generator) -> tuple[np.ndarray, dict[str, Any]]:
+def draw_head_labels(
+    maps: HeadMaps, rng: np.random.Generator, p_skull_stripped: float = P_SKULL_STRIPPED
+) -> tuple[np.ndarray, dict[str, Any]]:
     """One case's head label map on the maps' grid: the brain tissues and randomly thick shells.
 
     Args:
         maps: the brain maps.
         rng: random generator.
+        p_skull_stripped: chance that the case is skull-stripped: everything outside the brain
+            outline is background, in the labels and so in the image.
 
     Returns:
-        int16 ``(I, J, K)`` in :data:`HEAD_LABELS` values, and the drawn thicknesses (mm).
+        int16 ``(I, J, K)`` in :data:`HEAD_LABELS` values, and the drawn thicknesses (mm) and
+        ``skull_stripped``.
     """
     thickness = np.array([rng.uniform(*r) for _, r in SHELLS])
     scale = np.exp(smooth_random_field(rng, maps.distance_mm.shape, 4, _THICKNESS_FIELD_SD))
+    stripped = bool(rng.random() < p_skull_stripped)
     # a shell's distance scaled by the field: thicker layers where the field is positive
     distance = maps.distance_mm / scale
     edges = np.cumsum(thickness)
     layer = np.searchsorted(edges, distance, side="left")  # 0 .. len(SHELLS); inside outline: 0
-    values = np.array([v for v, _ in SHELLS] + [0], dtype=np.int16)
+    values = np.array([v for v, _ in SHELLS] + [0], dtype=np.int16) * (not stripped)
     label = np.where(maps.distance_mm > 0, values[layer], maps.tissue).astype(np.int16)
     names = ["csf", "inner_table", "diploe", "outer_table", "scalp_muscle", "fat", "skin"]
-    return label, {f"{n}_mm": round(float(t), 3) for n, t in zip(names, thickness, strict=True)}
+    facts: dict[str, Any] = {f"{n}_mm": round(float(t), 3) for n, t in zip(names, thickness, strict=True)}
+    facts["skull_stripped"] = stripped
+    return label, facts
 
 
 @functools.lru_cache(maxsize=2)

@@ -146,13 +146,22 @@ def warp_labels(
     """
     matrix, facts = draw_spatial_transform(rng)
     elastic_sd = float(rng.uniform(*_ELASTIC_SD_MM))
-    ijk = np.indices(shape, dtype=np.float32).reshape(3, -1)
-    world = affine[:3, :3] @ ijk + affine[:3, 3:4]
-    moved = matrix @ (world - centre[:, None]) + centre[:, None]
+    ijk = np.indices(shape, dtype=np.float64).reshape(3, -1)
+    world = _transform(affine[:3, :3], affine[:3, 3], ijk)
+    moved = _transform(matrix, centre - matrix @ centre, world)
     for axis in range(3):
         moved[axis] += smooth_random_field(rng, shape, _ELASTIC_COARSE, elastic_sd).ravel()
     to_base = np.linalg.inv(base_affine)
-    coords = to_base[:3, :3] @ moved + to_base[:3, 3:4]
+    coords = _transform(to_base[:3, :3], to_base[:3, 3], moved)
     label = ndimage.map_coordinates(base, coords, order=0, mode="constant", cval=0)
     facts["elastic_sd_mm"] = elastic_sd
     return label.reshape(shape).astype(np.int16), facts
+
+
+def _transform(matrix: np.ndarray, offset: np.ndarray, points: np.ndarray) -> np.ndarray:
+    """``matrix @ points + offset`` for points ``(3, N)``, by element-wise sums.
+
+    Not a BLAS product: its rounding may depend on the thread count, and a case's files must not
+    depend on the process that renders them.
+    """
+    return np.stack([sum(matrix[r, c] * points[c] for c in range(3)) + offset[r] for r in range(3)])
