@@ -43,6 +43,12 @@ def _dataset_cases(text: str) -> tuple[str, int, int | None]:
 def cmd_make_phantoms(args: argparse.Namespace) -> int:
     from duplus.data.phantoms import make_phantoms
 
+    if args.anatomy == "mni152":
+        return _make_synth_head(args)
+    if args.spacing is not None:
+        from duplus.errors import ConfigError
+
+        raise ConfigError("--spacing applies to --anatomy mni152 only (the phantoms' grid is --shape)")
     out = make_phantoms(
         Path(args.out),
         cases=args.cases,
@@ -58,9 +64,32 @@ def cmd_make_phantoms(args: argparse.Namespace) -> int:
         workers=args.workers,
         progress=not args.quiet,
         overwrite=args.overwrite,
+        mri_appearance=args.mri_appearance,
     )
     for name, path in out.items():
         print(f"{name}: {path}")
+    return 0
+
+
+def _make_synth_head(args: argparse.Namespace) -> int:
+    """``make-phantoms --anatomy mni152``: the synthetic head MRI dataset."""
+    from duplus.data.phantoms import make_synth_head
+    from duplus.errors import ConfigError
+
+    if args.cohort or args.dataset_cases or args.mri_appearance != "fixed":
+        raise ConfigError("--cohort, --dataset-cases and --mri-appearance apply to --anatomy phantoms only")
+    path = make_synth_head(
+        Path(args.out),
+        cases=args.cases,
+        seed=args.seed,
+        test_seed=args.test_seed,
+        test_cases=args.test_cases,
+        spacing=2.0 if args.spacing is None else args.spacing,
+        workers=args.workers,
+        progress=not args.quiet,
+        overwrite=args.overwrite,
+    )
+    print(f"{path.name}: {path}")
     return 0
 
 
@@ -301,6 +330,26 @@ def _add_make_phantoms(sub: Any) -> None:
     )
     p.add_argument(
         "--overwrite", action="store_true", help="replace dataset folders an earlier make-phantoms wrote"
+    )
+    p.add_argument(
+        "--anatomy",
+        choices=("phantoms", "mni152"),
+        default="phantoms",
+        help="phantoms: the drawn CT/MRI/PET collection; mni152: synthetic head MRI of random contrast"
+        " from the real MNI152 tissue maps (needs nilearn: pip install 'duplus[synth]')",
+    )
+    p.add_argument(
+        "--mri-appearance",
+        choices=("fixed", "random"),
+        default="fixed",
+        help="phantom MRI intensities: the T1-weighted table, or a random contrast, bias, noise, blur"
+        " and slice thickness per case",
+    )
+    p.add_argument(
+        "--spacing",
+        type=float,
+        default=None,
+        help="--anatomy mni152: voxel size in mm (default 2 -> 96x112x96)",
     )
 
 

@@ -37,16 +37,29 @@ Modules, one job each:
 * :mod:`.datasets`: the MSD-layout datasets and ``dataset.json``;
 * :mod:`.cohort`: the survival cohort, its hazard and clinical tables;
 * :mod:`.collection`: :func:`make_phantoms`, writing it all over a worker pool.
+
+Real anatomy, random appearance (the SynthSeg idea, issue 28): a synthetic head MRI dataset drawn
+from the MNI152 tissue maps shipped in nilearn, deformed, with drawn non-brain layers and a random
+contrast per case, so a model trained on it does not rely on one contrast:
+
+* :mod:`.contrast`: random appearance of any label map (per-label Gaussian intensities, blur, slice
+  thickness, bias field, noise, gamma); ``mri_appearance="random"`` gives it to the phantoms' MRI;
+* :mod:`.head_maps`: the MNI152 brain tissues and the non-brain shells (how each label is derived);
+* :mod:`.synth_head`: one case (random affine, elastic warp, oriented output grid, appearance);
+* :mod:`.synth_dataset`: :func:`make_synth_head`, the MSD-layout dataset.
 """
 
 from duplus.data.phantoms.anatomy import KINDS
-from duplus.data.phantoms.appearance import PHANTOM_MODALITIES
+from duplus.data.phantoms.appearance import MRI_APPEARANCES, PHANTOM_MODALITIES
 from duplus.data.phantoms.case import PhantomCase, make_phantom_case
 from duplus.data.phantoms.cohort import COHORT_COEFFICIENTS, COHORT_STANDARDISATION, compute_linear_predictor
 from duplus.data.phantoms.collection import make_phantoms
 from duplus.data.phantoms.datasets import PHANTOM_DATASETS, PHANTOM_VERSION, PhantomDataset
 from duplus.data.phantoms.geometry import AFFINE_STYLES, FOV_MM
+from duplus.data.phantoms.head_maps import HEAD_LABELS, HeadMaps, build_head_maps, load_mni152_head_maps
 from duplus.data.phantoms.labels import FULL_LABELS, build_dataset_label, target_mask
+from duplus.data.phantoms.synth_dataset import SYNTH_HEAD_DATASET, SYNTH_VERSION, make_synth_head
+from duplus.data.phantoms.synth_head import make_synth_head_case
 
 __all__ = [
     "AFFINE_STYLES",
@@ -54,15 +67,24 @@ __all__ = [
     "COHORT_STANDARDISATION",
     "FOV_MM",
     "FULL_LABELS",
+    "HEAD_LABELS",
+    "HeadMaps",
     "KINDS",
+    "MRI_APPEARANCES",
     "PHANTOM_DATASETS",
     "PHANTOM_MODALITIES",
     "PHANTOM_VERSION",
     "PhantomCase",
     "PhantomDataset",
+    "SYNTH_HEAD_DATASET",
+    "SYNTH_VERSION",
+    "build_head_maps",
     "build_dataset_label",
     "compute_linear_predictor",
     "make_phantom_case",
+    "load_mni152_head_maps",
     "make_phantoms",
+    "make_synth_head",
+    "make_synth_head_case",
     "target_mask",
 ]

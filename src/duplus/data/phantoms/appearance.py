@@ -2,7 +2,8 @@
 
 CT is in Hounsfield units (portal-venous phase); T1-weighted MRI reverses several contrasts and
 carries a multiplicative bias field and Rician noise; PET is SUV-like, blurred by its point-spread
-function, with Poisson-like noise. Each renderer draws its case-level variation (intensity gain,
+function, with Poisson-like noise. MRI can instead take a random contrast per case (``mri_appearance="random"``,
+the SynthSeg-style appearance of :mod:`.contrast`). Each renderer draws its case-level variation (intensity gain,
 enhancement, noise level) from its own stream, so adding a modality to a case never changes another.
 """
 
@@ -10,16 +11,20 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 from scipy import ndimage
 
 from duplus.data.phantoms.canvas import Canvas
+from duplus.data.phantoms.contrast import render_random_appearance
 from duplus.data.phantoms.shapes import Waves
 from duplus.data.phantoms.tissues import AIRLIKE, TISSUES, TUMOURS, VASCULAR, tissue_ids
 from duplus.vocab import PETCT_CHANNEL_ORDER
 
 PHANTOM_MODALITIES = ("CT", "MRI", "PET", "PETCT")
+MRI_APPEARANCES = ("fixed", "random")
+"""MRI intensity physics: the T1-weighted tissue table, or a random contrast per case (:mod:`.contrast`)."""
 
 _CT_LUT = np.array([t.ct for t in TISSUES], dtype=np.float32)
 _MRI_LUT = np.array([t.mri for t in TISSUES], dtype=np.float32)
@@ -27,8 +32,12 @@ _PET_LUT = np.array([t.pet for t in TISSUES], dtype=np.float32)
 
 
 def render_image(
-    canvas: Canvas, modality: str, rngs: Mapping[str, np.random.Generator], spacing: np.ndarray
-) -> tuple[list[np.ndarray], dict[str, float]]:
+    canvas: Canvas,
+    modality: str,
+    rngs: Mapping[str, np.random.Generator],
+    spacing: np.ndarray,
+    mri_appearance: str = "fixed",
+) -> tuple[list[np.ndarray], dict[str, Any]]:
     """Render ``modality`` from a painted canvas.
 
     Args:
@@ -36,6 +45,9 @@ def render_image(
         modality: one of :data:`PHANTOM_MODALITIES`.
         rngs: ``{channel: generator}`` with each channel the modality uses (``CT``, ``MRI``, ``PET``).
         spacing: ``(3,)`` voxel size in mm.
+        mri_appearance: ``"fixed"`` (T1-weighted table) or ``"random"`` (a random Gaussian
+            intensity per tissue, T1-like in half the cases, with blur, slice thickness, bias
+            field, noise and gamma: :func:`.contrast.render_random_appearance`).
 
     Returns:
         The float32 ``(I, J, K)`` image of each channel (``PETCT``: PET then CT, as
@@ -43,8 +55,9 @@ def render_image(
     """
     channels = list(PETCT_CHANNEL_ORDER) if modality == "PETCT" else [modality]
     images, appearance = [], {}
+    renderers = _RENDERERS | ({"MRI": _render_mri_random} if mri_appearance == "random" else {})
     for ch in channels:
-        img, facts = _RENDERERS[ch](canvas, rngs[ch], spacing)
+        img, facts = renderers[ch](canvas, rngs[ch], spacing)
         images.append(img.astype(np.float32, copy=False))
         appearance.update(facts)
     return images, appearance
@@ -77,6 +90,19 @@ def _render_mri(canvas: Canvas, rng: np.random.Generator, spacing: np.ndarray) -
     real = image + sigma * rng.standard_normal(image.shape, dtype=np.float32)
     imag = sigma * rng.standard_normal(image.shape, dtype=np.float32)
     return np.sqrt(real * real + imag * imag), {"mri_gain": gain, "mri_noise": sigma}
+
+
+def _render_mri_random(
+    canvas: Canvas, rng: np.random.Generator, spacing: np.ndarray
+) -> tuple[np.ndarray, dict]:
+    image, facts = render_random_appearance(
+        canvas.tissue,
+        tuple(spacing),
+        rng,
+        presets={"T1": _MRI_LUT / _MRI_LUT.max()},
+        num_labels=len(_MRI_LUT),
+    )
+    return image, {f"mri_{k}": v for k, v in facts.items()}
 
 
 def _render_pet(canvas: Canvas, rng: np.random.Generator, spacing: np.ndarray) -> tuple[np.ndarray, dict]:

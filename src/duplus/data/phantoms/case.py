@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 from duplus.data.phantoms.anatomy import KINDS, build_anatomy
-from duplus.data.phantoms.appearance import PHANTOM_MODALITIES, render_image
+from duplus.data.phantoms.appearance import MRI_APPEARANCES, PHANTOM_MODALITIES, render_image
 from duplus.data.phantoms.geometry import AFFINE_STYLES, FOV_MM, as_triple, build_affines
 from duplus.data.phantoms.labels import FULL_LABELS, KIND_LABELS, TUMOUR_LABELS
 from duplus.data.phantoms.tissues import LABEL_LUT
@@ -50,6 +50,7 @@ def make_phantom_case(
     spacing: float | Sequence[float] | None = None,
     affine_style: str = "ras",
     with_tumour: bool | None = None,
+    mri_appearance: str = "fixed",
 ) -> PhantomCase:
     """Make one synthetic case, deterministically from ``seed``.
 
@@ -70,6 +71,8 @@ def make_phantom_case(
             permutation and flips) or ``"oblique"`` (5-15 degree rotation).
         with_tumour: abdomen: liver tumour yes/no, ``None`` = 40% chance. Head-and-neck: ``False``
             gives a tumour-free neck, otherwise a primary tumour is always present. Head: ignored.
+        mri_appearance: ``"fixed"`` (T1-weighted tissue table) or ``"random"`` (a random contrast
+            per case, :mod:`.contrast`); other modalities ignore it.
 
     Returns:
         A :class:`PhantomCase`.
@@ -77,6 +80,7 @@ def make_phantom_case(
     _check_choice(kind, KINDS, "kind")
     _check_choice(modality, PHANTOM_MODALITIES, "modality")
     _check_choice(affine_style, AFFINE_STYLES, "affine style")
+    _check_choice(mri_appearance, MRI_APPEARANCES, "MRI appearance")
     shape3, spacing3 = _case_grid(shape, spacing)
     # one stream per job: anatomy, grid direction, then one per rendered channel
     streams = [np.random.default_rng(s) for s in np.random.SeedSequence(int(seed)).spawn(5)]
@@ -86,7 +90,7 @@ def make_phantom_case(
     label = LABEL_LUT[canvas.tissue]
     names = {v: FULL_LABELS[v] for v in KIND_LABELS[kind]}
     rngs = {"CT": streams[2], "MRI": streams[3], "PET": streams[4]}
-    images, appearance = render_image(canvas, modality, rngs, spacing3)
+    images, appearance = render_image(canvas, modality, rngs, spacing3, mri_appearance)
     image = images[0] if len(images) == 1 else np.stack(images)
     pet = images[0] if modality in ("PET", "PETCT") else None
     info.update(_case_facts(label, names, spacing3, pet, kind))

@@ -7,6 +7,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from duplus.data.phantoms.appearance import MRI_APPEARANCES
 from duplus.data.phantoms.cohort import COHORT_FOLDER, write_cohort_tables, write_patient
 from duplus.data.phantoms.datasets import (
     PHANTOM_DATASETS,
@@ -37,6 +38,7 @@ def make_phantoms(
     progress: bool = True,
     workers: int = 1,
     overwrite: bool = False,
+    mri_appearance: str = "fixed",
 ) -> dict[str, Path]:
     """Write the phantom collection: six MSD-layout datasets and, optionally, a HECKTOR cohort.
 
@@ -68,6 +70,9 @@ def make_phantoms(
         workers: cases rendered in parallel processes (the files are the same for any number).
         overwrite: replace the dataset folders an earlier ``make_phantoms`` wrote in ``out``
             (without it, an existing one is an error; folders duplus did not write never are).
+        mri_appearance: the MRI datasets' intensities: ``"fixed"`` (T1-weighted tissue table) or
+            ``"random"`` (a random contrast, bias, noise, blur and slice thickness per case,
+            :mod:`.contrast`).
 
     Returns:
         ``{dataset folder name: path}``, including ``"HECKTOR_Phantom"`` when a cohort is written.
@@ -79,6 +84,10 @@ def make_phantoms(
         )
     if workers < 1:
         raise ConfigError(f"need workers >= 1; got {workers}")
+    if mri_appearance not in MRI_APPEARANCES:
+        raise ConfigError(
+            f"unknown MRI appearance {mri_appearance!r}; expected one of {', '.join(MRI_APPEARANCES)}"
+        )
     sizes = dataset_sizes(cases, test_cases, dataset_cases or {})
     test_seed = seed if test_seed is None else int(test_seed)
     shape3 = _grid(shape, "shape")
@@ -92,7 +101,7 @@ def make_phantoms(
             if (out / name).exists():
                 folder.remove(out / name)
         index = _write_collection(
-            out, sizes, (seed, test_seed), shape3, cohort_cases, c_shape, progress, workers
+            out, sizes, (seed, test_seed), (shape3, mri_appearance), cohort_cases, c_shape, progress, workers
         )
         folder.record(*(out / name for name in names))  # workers write in their own processes
         write_json_atomic(out / "phantoms.json", index)
@@ -109,7 +118,7 @@ def _write_collection(
     out: Path,
     sizes: dict[str, tuple[int, int]],
     seeds: tuple[int, int],
-    shape: tuple[int, int, int],
+    look: tuple[tuple[int, int, int], str],
     cohort_cases: int,
     cohort_shape: tuple[int, int, int],
     progress: bool,
@@ -117,17 +126,21 @@ def _write_collection(
 ) -> dict[str, Any]:
     """The cases, ``dataset.json`` files and the cohort of :func:`make_phantoms`; returns the index.
 
-    ``seeds``: the collection seed (training cases) and the test seed (held-out cases, cohort).
+    ``seeds``: the collection seed (training cases) and the test seed (held-out cases, cohort);
+    ``look``: the grid of the isotropic cases and the MRI appearance.
     """
     from tqdm.auto import tqdm
 
     seed, test_seed = seeds
     index: dict[str, Any] = {"name": "duplus phantom collection", "version": PHANTOM_VERSION}
     index.update(seed=seed, test_seed=test_seed)
+    shape, mri_appearance = look
     index.update(shape=list(shape), fov_mm=FOV_MM, datasets=[], cohort=None)
+    if mri_appearance != "fixed":  # the index of a default collection stays as it was
+        index["mri_appearance"] = mri_appearance
     total = sum(n + m for n, m in sizes.values()) + cohort_cases
     with tqdm(total=total, desc="phantoms", unit="case", disable=not progress) as bar:
-        index["datasets"] = _write_datasets(out, sizes, seeds, shape, bar, workers)
+        index["datasets"] = _write_datasets(out, sizes, seeds, look, bar, workers)
         if cohort_cases:
             index["cohort"] = _write_cohort(
                 out / COHORT_FOLDER, test_seed, cohort_cases, cohort_shape, bar, workers
@@ -139,18 +152,18 @@ def _write_datasets(
     out: Path,
     sizes: dict[str, tuple[int, int]],
     seeds: tuple[int, int],
-    shape: tuple[int, int, int],
+    look: tuple[tuple[int, int, int], str],
     bar: Any,
     workers: int,
 ) -> list[dict[str, Any]]:
     """Write every dataset's cases and ``dataset.json``; return their entries of the index."""
     seed, test_seed = seeds
     jobs = [
-        (out / spec.task, spec, t + 1, seed, test_seed, i, sizes[spec.task][0], shape)
+        (out / spec.task, spec, t + 1, seed, test_seed, i, sizes[spec.task][0], *look)
         for t, spec in enumerate(PHANTOM_DATASETS)
         for i in range(sum(sizes[spec.task]))
     ]
-    _run_jobs(write_dataset_case, jobs, workers, bar)
+    run_jobs(write_dataset_case, jobs, workers, bar)
     entries = []
     for t, spec in enumerate(PHANTOM_DATASETS):
         n_train, n_test = sizes[spec.task]
@@ -168,7 +181,7 @@ def _write_cohort(
     root: Path, test_seed: int, n: int, shape: tuple[int, int, int], bar: Any, workers: int
 ) -> dict[str, Any]:
     """Write the cohort's patients (from the test seed) and tables; return its entry of the index."""
-    written = _run_jobs(write_patient, [(root, test_seed, i, shape) for i in range(n)], workers, bar)
+    written = run_jobs(write_patient, [(root, test_seed, i, shape) for i in range(n)], workers, bar)
     truth = write_cohort_tables(root, written)
     return {
         "name": COHORT_FOLDER,
@@ -179,7 +192,7 @@ def _write_cohort(
     }
 
 
-def _run_jobs(fn: Callable[..., Any], jobs: list[tuple], workers: int, bar: Any) -> list[Any]:
+def run_jobs(fn: Callable[..., Any], jobs: list[tuple], workers: int, bar: Any) -> list[Any]:
     """``[fn(*job) for job in jobs]``, over ``workers`` spawned processes when ``workers > 1``.
 
     Every case draws from its own seed, so the files do not depend on ``workers``. Spawned (not

@@ -106,13 +106,14 @@ def dataset_case_seed(seed: int, test_seed: int, task_index: int, i: int, cases:
 
 def write_dataset_case(
     root: Path, spec: PhantomDataset, task_index: int, seed: int, test_seed: int, i: int, cases: int,
-    shape: tuple[int, int, int],
+    shape: tuple[int, int, int], mri_appearance: str = "fixed",
 ) -> None:  # fmt: skip
     """Render and write case ``i`` of dataset ``spec`` (training when ``i < cases``, else held out)."""
     style, grid, spacing = case_geometry(i, task_index, shape)
     case = make_phantom_case(
         dataset_case_seed(seed, test_seed, task_index, i, cases), spec.kind, spec.modality,
         shape=grid, spacing=tuple(spacing), affine_style=style, with_tumour=spec.with_tumour,
+        mri_appearance=mri_appearance,
     )  # fmt: skip
     name = case_file(spec, i)
     split = ("imagesTr", "labelsTr") if i < cases else ("imagesTs", "labelsTs")
