@@ -176,14 +176,14 @@ def load_mni152_head_maps(resolution: int = 2) -> HeadMaps:
     gm = datasets.load_mni152_gm_template(resolution=1)
     wm = datasets.load_mni152_wm_template(resolution=1)
     r = int(resolution)
-    arrays = [_block_mean(np.asanyarray(img.dataobj, dtype=np.float32), r) for img in (t1, gm, wm)]
+    arrays = [block_mean(np.asanyarray(img.dataobj, dtype=np.float32), r) for img in (t1, gm, wm)]
     affine = np.asarray(t1.affine, dtype=np.float64).copy()
     affine[:3, 3] += affine[:3, :3] @ np.full(3, (r - 1) / 2.0)
     affine[:3, :3] *= r
     return build_head_maps(arrays[1], arrays[2], arrays[0] > 0.2, affine)
 
 
-def _block_mean(array: np.ndarray, r: int) -> np.ndarray:
+def block_mean(array: np.ndarray, r: int) -> np.ndarray:
     """Mean over ``r x r x r`` blocks (the trailing partial blocks dropped)."""
     if r == 1:
         return array
