@@ -21,6 +21,7 @@ def test_quick_demo_writes_a_complete_report(tmp_path, capsys):
     results = json.loads((out / "results.json").read_text())
     for heading in (
         "## Segmentation of held-out cases by prompt",
+        "## Brain model on a real MRI (the MNI152 T1)",
         "## (a) T1 mismatch",
         "## (b) Organ control",
         "## (c1) Adaptation",

@@ -5,6 +5,7 @@
 3. segment the held-out cases by prompt, in their own geometry, and evaluate them;
 4. run the experiments: (a) T1 mismatch, (b) organ control by T2, (c) adaptation to the held-out
    pancreas and prognosis (image / EHR / both), (d) paraphrase robustness, (e) unseen wordings;
+   and, when a brain-tissue model is installed or packaged, Dice on the real MNI152 T1;
 5. write ``report.md`` with tables and figures.
 
 Every number in the report is computed by this run, and marked as validation (used for choosing)
@@ -61,6 +62,7 @@ def run_demo(
 
 def _run_steps(out: Path, settings: DemoSettings, progress: bool) -> Path:
     from duplus.demo import steps
+    from duplus.demo.brain import brain_experiment
     from duplus.reporting.demo_report import write_report
 
     timer = _Timer({})
@@ -75,6 +77,7 @@ def _run_steps(out: Path, settings: DemoSettings, progress: bool) -> Path:
     results["segmentation"] = timer.run(
         "segmentation", steps.segment_test_sets, predictor, phantoms, out / "figures", settings
     )
+    results["brain_model"] = timer.run("brain model", brain_experiment, out / "figures")
     results["t1_mismatch"] = timer.run("T1 mismatch", steps.t1_experiment, predictor, phantoms, settings)
     results["organ_control"] = timer.run(
         "organ control", steps.organ_experiment, predictor, phantoms, settings

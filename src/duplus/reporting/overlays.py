@@ -65,16 +65,21 @@ def save_overlay(
         y = int(np.argmax(union.sum(axis=(0, 2))))
     else:
         z, y = img.shape[2] // 2, img.shape[1] // 2
+    ornt = nib.orientations.io_orientation(affine)
+    spacing = np.empty(3)
+    spacing[ornt[:, 0].astype(int)] = np.linalg.norm(np.asarray(affine)[:3, :3], axis=0)
     lo, hi = np.percentile(img, [1, 99])
     fig, axes = plt.subplots(1, 2, figsize=(8, 4.4))
-    for ax, sl, name in ((axes[0], np.s_[:, :, z], "axial"), (axes[1], np.s_[:, y, :], "coronal")):
+    views = ((axes[0], np.s_[:, :, z], "axial", 1), (axes[1], np.s_[:, y, :], "coronal", 2))
+    for ax, sl, name, row_axis in views:
         base = np.clip((img[sl] - lo) / max(hi - lo, 1e-6), 0, 1)
         rgb = np.stack([base] * 3, axis=-1)
         for k in range(msk.shape[0]):
             colour = np.array(COLOURS[k % len(COLOURS)])
             m = msk[k][sl] > 0
             rgb[m] = 0.55 * rgb[m] + 0.45 * colour
-        ax.imshow(np.transpose(rgb, (1, 0, 2)), origin="lower")
+        # voxels drawn at their size in mm (a 1 x 1 x 3 mm image is not squashed)
+        ax.imshow(np.transpose(rgb, (1, 0, 2)), origin="lower", aspect=float(spacing[row_axis] / spacing[0]))
         if ref is not None:
             for k in range(ref.shape[0]):
                 if ref[k][sl].any():
