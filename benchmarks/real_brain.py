@@ -70,9 +70,9 @@ duplus segment -i t1.nii.gz -o seg -c brain-tissue --modality MRI --region head 
 
 Settings of `configs/brain_synth.yaml` and why: the `tiny` preset and 2 mm voxels (the CPU
 budget; the synthetic heads are written at 2 mm, 96 x 112 x 96); patches of 48^3 (half a
-head's width at 2 mm; a larger patch costs about as much more per step); `head_position: false` and no mirroring (the synthetic grids have random
-orientations, so a voxel's place in the array says nothing about its anatomy); `val_fraction: 0.1`
-of the synthetic cases for validation. None was tuned: the pipeline check above ran too few steps
+head's width at 2 mm; a larger patch costs about as much more per step); `head_position: false`
+and no mirroring (the defaults: the three tissues lie on both sides, so left and right need not be
+told apart; neither was tried); `val_fraction: 0.1` of the synthetic cases for validation. None was tuned: the pipeline check above ran too few steps
 to say anything about them.
 
 The real MNI152 T1 above is the test image of the issue's acceptance; no setting is to be chosen
