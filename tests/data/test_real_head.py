@@ -82,3 +82,26 @@ def test_segmenting_the_lsa_image_returns_masks_on_exactly_its_grid(head) -> Non
         assert mask.shape == shape
         assert np.array_equal(mask.affine, affine)
         assert mask.get_data_dtype() == np.uint8
+
+
+@pytest.mark.slow
+def test_installed_brain_model_keeps_lsa_masks_on_the_grid_and_inside_the_brain() -> None:
+    """The issue's acceptance check, run where a ``brain-tissue`` model is installed (``duplus import``):
+    an LSA 1 x 1 x 3 mm resampling of the real MNI152 T1 gets masks on exactly its grid, and
+    (almost) none of them outside the brain outline, where a full head has scalp and skull."""
+    from duplus.bundles.store import list_models
+    from duplus.demo.brain import BRAIN_MODEL
+
+    if BRAIN_MODEL not in {m.name for m in list_models()}:
+        pytest.skip(f"no {BRAIN_MODEL!r} model installed")
+    head = load_mni152_reference(2)
+    shape, affine = reoriented_grid(head.affine, head.image.shape, "LSA", (1.0, 1.0, 3.0))
+    lsa = resample_reference(head, shape, affine)
+    targets = list(REFERENCE_TARGETS.values())
+    result = duplus.segment(lsa.nifti(), targets, modality="MRI", region="head", checkpoint=BRAIN_MODEL)
+    union = np.zeros(shape, dtype=bool)
+    for mask in result.masks.values():
+        assert mask.shape == shape and np.array_equal(mask.affine, affine)
+        union |= np.asarray(mask.dataobj) > 0
+    assert union.sum() > 0.5 * lsa.outline.sum()
+    assert (union & ~lsa.outline).sum() <= 0.005 * union.sum()
