@@ -31,6 +31,7 @@ __all__ = [
     "EHRTemplate",
     "hecktor_template",
     "is_missing",
+    "category_key",
     "record_to_text",
     "records_to_texts",
     "resolve_columns",
@@ -75,7 +76,7 @@ class EHRTemplate:
         if self.float_digits < 0:
             raise ValueError(f"float_digits must be >= 0, got {self.float_digits}")
         self.categorical_maps = {
-            str(col): {_key(k): str(v) for k, v in mapping.items()}
+            str(col): {category_key(k): str(v) for k, v in mapping.items()}
             for col, mapping in self.categorical_maps.items()
         }
 
@@ -118,7 +119,7 @@ def hecktor_template() -> EHRTemplate:
     )
 
 
-def _key(value: Any) -> str:
+def category_key(value: Any) -> str:
     """The string key of a categorical value: integral numbers lose their ``.0``."""
     if isinstance(value, bool):
         return str(int(value))
@@ -200,7 +201,7 @@ def record_to_text(
             parts.append(f"{name}: {text} {unit}" if unit else f"{name}: {text}")
             continue
         mapping = template.categorical_maps.get(col)
-        key = _key(value)
+        key = category_key(value)
         text = mapping.get(key, key) if mapping else key
         parts.append(f"{name}: {text}")
     end = template.separator.strip()
@@ -235,8 +236,8 @@ def records_to_texts(
         label = f"row {i}" + (f" ({id_col} {row[id_col]})" if id_col in df.columns else "")
         texts.append(record_to_text(row.to_dict(), template, source=source, row_label=label))
         for col, mapping in template.categorical_maps.items():
-            if col in row.index and not is_missing(row[col]) and _key(row[col]) not in mapping:
-                unmapped.setdefault(col, set()).add(_key(row[col]))
+            if col in row.index and not is_missing(row[col]) and category_key(row[col]) not in mapping:
+                unmapped.setdefault(col, set()).add(category_key(row[col]))
     for col, values in unmapped.items():
         logger.info("EHR column '%s': value(s) %s have no mapping; written as they are", col, sorted(values))
     return texts
@@ -247,7 +248,7 @@ def _normalise_keys(data: dict) -> dict:
     maps = data.get("categorical_maps")
     if isinstance(maps, dict):
         data["categorical_maps"] = {
-            str(c): ({_key(k): v for k, v in m.items()} if isinstance(m, dict) else m)
+            str(c): ({category_key(k): v for k, v in m.items()} if isinstance(m, dict) else m)
             for c, m in maps.items()
         }
     return data
