@@ -180,6 +180,8 @@ class PrognosisRequest:
         mode: the mode ``train`` fits; modes: the modes ``cv`` compares (``None`` = by inputs).
         config: a prognosis YAML; folds, repeats: overrides of it for ``cv``.
         model: the folder ``train`` wrote (for ``predict``).
+        preset: text-path settings (:data:`duplus.prognosis.model.PRESETS`; ``auto`` by device);
+            keys the ``config`` file sets win over the preset.
     """
 
     action: str
@@ -197,6 +199,7 @@ class PrognosisRequest:
     folds: int | None = None
     repeats: int | None = None
     model: str | Path | None = None
+    preset: str = "cpu"
 
 
 def _features_for(req: PrognosisRequest, out: Path, ids: list[str] | None, split: str) -> Path:
@@ -243,37 +246,89 @@ def run_cohort_cv(
     return result
 
 
+def _config_with_preset(req: PrognosisRequest) -> Any:
+    """The run's :class:`PrognosisConfig`: defaults, then the preset, then the ``--config`` file."""
+    from duplus.config import load_yaml
+    from duplus.device import select_device
+    from duplus.prognosis import cv
+    from duplus.prognosis.model import PrognosisConfig, apply_preset
+
+    cfg = cv.load_prognosis_cfg(req.config)
+    given: dict[str, Any] = {}
+    if req.config:
+        raw = load_yaml(req.config)
+        given = raw.get("prognosis", raw) if isinstance(raw.get("prognosis"), dict) else raw
+    preset = apply_preset(PrognosisConfig(), req.preset, str(select_device("auto")))
+    for key in ("lora_r", "lora_alpha", "lora_dropout", "lora_targets", "epochs"):
+        if key not in given:
+            setattr(cfg, key, getattr(preset, key))
+    cfg.mode = req.mode
+    if req.folds:
+        cfg.folds = req.folds
+    if req.repeats:
+        cfg.repeats = req.repeats
+    return cfg
+
+
+def _install(folder: Any, stage: Path) -> None:
+    """Move everything a finished run assembled in ``stage`` into the output folder."""
+    for item in sorted(stage.iterdir()):
+        folder.install(item, folder.root / item.name)
+
+
 def run_prognosis_command(req: PrognosisRequest) -> str:
-    """Run ``duplus prognosis cv|train|predict``; returns what the command prints."""
+    """Run ``duplus prognosis cv|train|predict``; returns what the command prints.
+
+    ``cv`` and ``train`` assemble their outputs in a staging folder inside ``out`` and move them
+    in when done, so an interrupted run leaves no result files (a cached image-features file of an
+    earlier run is reused).
+    """
+    from duplus.fileio import OutputFolder
     from duplus.prognosis import cv
 
     data = req.hecktor or req.clinical
     if not data:
         raise ConfigError("pass --hecktor FOLDER or --clinical CSV")
     cols: dict[str, Any] = {"id_col": req.id_col, "time_col": req.time_col, "event_col": req.event_col}
-    out = Path(req.out)
     ids = cv.load_cohort(req.clinical, **cols)[0]["id"].tolist() if req.clinical and req.images else None
     if req.action == "predict":
-        from duplus.prognosis.model import load_prognosis_config
+        return _predict_command(req, data, ids)
+    cfg = _config_with_preset(req)
+    inputs = [Path(x) for x in (data, req.images, req.config) if x]
+    with (
+        OutputFolder(req.out, inputs=inputs, replace_owned=True, name="--out") as folder,
+        folder.staging_folder() as stage,
+    ):
+        cache = folder.root / "image_features.npz"
+        if cache.is_file() and folder.owns(cache):
+            import shutil
 
-        if req.model is None:
-            raise ConfigError("predict needs --model FOLDER (written by `duplus prognosis train`)")
-        mode = load_prognosis_config(req.model).mode
-        with tempfile.TemporaryDirectory(prefix="duplus-features-") as tmp:
-            feats = _features_for(req, Path(tmp), ids, "testing") if mode != "ehr" else None
-            path = cv.run_prognosis_predict(req.model, data, out, features=feats, id_col=req.id_col)
-        return f"predictions written to {path}"
-    cfg = cv.load_prognosis_cfg(req.config)
-    cfg.mode = req.mode
-    if req.folds:
-        cfg.folds = req.folds
-    if req.repeats:
-        cfg.repeats = req.repeats
-    if req.action == "cv":
-        modes = tuple(req.modes or (("image", "ehr", "both") if req.checkpoint else ("ehr",)))
-        feats = _features_for(req, out, ids, "training") if any(m != "ehr" for m in modes) else None
-        cv.run_prognosis_cv(data, out, config=cfg, modes=modes, features=feats, **cols)
-        return (out / "cv_summary.md").read_text()
-    feats = _features_for(req, out, ids, "training") if cfg.mode != "ehr" else None
-    model_dir = cv.run_prognosis_train(data, out, config=cfg, features=feats, **cols)
-    return f"prognosis model written to {model_dir}"
+            shutil.copyfile(cache, stage / cache.name)
+        if req.action == "cv":
+            modes = tuple(req.modes or (("image", "ehr", "both") if req.checkpoint else ("ehr",)))
+            feats = (
+                _features_for(req, stage, ids, "training")
+                if any(m in ("image", "both") for m in modes)
+                else None
+            )
+            cv.run_prognosis_cv(data, stage, config=cfg, modes=modes, features=feats, **cols)
+            text = (stage / "cv_summary.md").read_text()
+        else:
+            feats = _features_for(req, stage, ids, "training") if cfg.mode in ("image", "both") else None
+            cv.run_prognosis_train(data, stage, config=cfg, features=feats, **cols)
+            text = f"prognosis model written to {folder.root / 'model'}"
+        _install(folder, stage)
+    return text
+
+
+def _predict_command(req: PrognosisRequest, data: str | Path, ids: list[str] | None) -> str:
+    from duplus.prognosis import cv
+    from duplus.prognosis.model import load_prognosis_config
+
+    if req.model is None:
+        raise ConfigError("predict needs --model FOLDER (written by `duplus prognosis train`)")
+    mode = load_prognosis_config(req.model).mode
+    with tempfile.TemporaryDirectory(prefix="duplus-features-") as tmp:
+        feats = _features_for(req, Path(tmp), ids, "testing") if mode in ("image", "both") else None
+        path = cv.run_prognosis_predict(req.model, data, Path(req.out), features=feats, id_col=req.id_col)
+    return f"predictions written to {path}"
