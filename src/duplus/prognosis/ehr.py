@@ -60,6 +60,8 @@ class EHRTemplate:
         missing: the word for a missing value.
         float_digits: decimals of numeric values.
         separator: between fields; the text ends with the separator's punctuation.
+        max_chars: a longer value (free-text notes) is cut to this many characters (logged); the
+            text encoder reads at most ``max_length`` tokens of the whole record anyway.
     """
 
     columns: list[str] | None = None
@@ -71,6 +73,7 @@ class EHRTemplate:
     missing: str = "unknown"
     float_digits: int = 0
     separator: str = ". "
+    max_chars: int = 2000
 
     def __post_init__(self) -> None:
         if self.float_digits < 0:
@@ -203,6 +206,8 @@ def record_to_text(
         mapping = template.categorical_maps.get(col)
         key = category_key(value)
         text = mapping.get(key, key) if mapping else key
+        if len(text) > template.max_chars:
+            text = text[: template.max_chars].rstrip() + "..."
         parts.append(f"{name}: {text}")
     end = template.separator.strip()
     return template.separator.join(parts) + end
@@ -231,6 +236,11 @@ def records_to_texts(
                 f"(columns present: {', '.join(map(str, df.columns))})",
             )
     unmapped: dict[str, set[str]] = {}
+    for col in resolve_columns(df.columns, template):
+        if col in df and df[col].astype(str).str.len().max() > template.max_chars:
+            logger.info(
+                "EHR column '%s': values over %d characters are cut to that length", col, template.max_chars
+            )
     texts = []
     for i, (_, row) in enumerate(df.iterrows(), start=1):
         label = f"row {i}" + (f" ({id_col} {row[id_col]})" if id_col in df.columns else "")

@@ -110,6 +110,9 @@ class TabularEncoder:
                 self.numeric[col] = (float(np.nanmedian(x)), bool(np.isnan(x).any()))
             elif kind == "categorical":
                 counts = _levels(df[col]).value_counts()
+                if len(counts) < 2:
+                    logger.info("clinical design: constant on the training patients, dropped: %s", col)
+                    continue
                 self.categorical[col] = sorted(counts.index[1:].tolist())
             else:
                 logger.info("clinical column '%s': %s; not in the structured design", col, kind)
