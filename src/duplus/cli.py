@@ -182,6 +182,7 @@ def cmd_prognosis(args: argparse.Namespace) -> int:
         repeats=getattr(args, "repeats", None),
         model=getattr(args, "model", None),
         preset=args.preset,
+        masks=args.masks,
     )
     print(run_prognosis_command(req))
     return 0
@@ -489,6 +490,14 @@ def _add_prognosis(sub: Any) -> None:
             "--mode", choices=modes, default="ehr", help="model trained by `train` (default: %(default)s)"
         )
         q.add_argument("--config", help="prognosis YAML (PrognosisConfig)")
+        q.add_argument(
+            "--masks",
+            choices=("auto", "given", "predicted"),
+            default="auto",
+            help="tumour masks the image features are pooled in: given (the cohort's labels), predicted "
+            "(the segmentation model's own masks for 'primary tumour' + 'lymph node'; one segmentation "
+            "per patient), auto = given when every patient has one (default)",
+        )
         q.add_argument(
             "--preset",
             choices=("auto", "cpu", "paper"),

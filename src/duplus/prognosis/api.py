@@ -22,6 +22,9 @@ from duplus.errors import ConfigError, InputError
 logger = logging.getLogger(__name__)
 
 REGION = "head and neck"
+TUMOUR_PROMPTS = ("primary tumour", "lymph node")
+"""T2 prompts whose union is the tumour mask with ``masks="predicted"``."""
+MASK_SOURCES = ("auto", "given", "predicted")
 
 
 def _feature_modality(ckpt: dict[str, Any], requested: str | None) -> str:
@@ -38,23 +41,44 @@ def _case_files(images: list[Path], modality: str) -> list[Path]:
 
 
 class _CaseLoader:
-    """Preprocesses one patient on demand (image first, then its mask), keeping nothing after."""
+    """Preprocesses one patient on demand (image first, then its mask), keeping nothing after.
 
-    def __init__(self, files: list[Path], mask_path: Path | None, modality: str, cfg: Any) -> None:
+    The mask is the given label, or with a ``predictor`` the union of its masks for
+    :data:`TUMOUR_PROMPTS` on the network's grid (the preprocessed grid).
+    """
+
+    def __init__(
+        self, files: list[Path], mask_path: Path | None, modality: str, cfg: Any, predictor: Any = None
+    ) -> None:
         self.files, self.mask_path, self.modality, self.cfg = files, mask_path, modality, cfg
+        self.predictor = predictor
         self._label: np.ndarray | None = None
         self.tumour_ml = float("nan")
+
+    def _predicted_mask(self, volume: Any, shape: tuple[int, ...]) -> np.ndarray:
+        pred = self.predictor.predict(volume, self.modality, REGION, list(TUMOUR_PROMPTS))
+        prob = pred.model_probabilities
+        if prob is None or tuple(prob.shape[1:]) != shape:
+            raise RuntimeError(
+                f"predicted masks on grid {None if prob is None else prob.shape[1:]}, image {shape}"
+            )
+        return (prob >= 0.5).any(axis=0).astype(np.uint8)
 
     def image(self) -> np.ndarray:
         from duplus.data.io import load_channels, load_nifti
         from duplus.data.preprocess import preprocess_case
         from duplus.prognosis.features import tumour_volume_ml
 
-        lab = load_nifti(self.mask_path, is_label=True) if self.mask_path is not None else None
-        pre = preprocess_case(load_channels(self.files), lab, self.modality, self.cfg)
-        if pre.label is not None:
+        volume = load_channels(self.files)
+        use_label = self.predictor is None and self.mask_path is not None
+        lab = load_nifti(self.mask_path, is_label=True) if use_label and self.mask_path is not None else None
+        pre = preprocess_case(volume, lab, self.modality, self.cfg)
+        if self.predictor is not None:
+            self._label = self._predicted_mask(volume, tuple(pre.image.shape[1:]))
+        elif pre.label is not None:
             self._label = (pre.label > 0).astype(np.uint8)
-            self.tumour_ml = tumour_volume_ml(pre.label, self.cfg.spacing)
+        if self._label is not None:
+            self.tumour_ml = tumour_volume_ml(self._label, self.cfg.spacing)
         image = np.zeros((2, *pre.image.shape[1:]), dtype=np.float32)  # the network takes 2 channels
         image[: pre.image.shape[0]] = pre.image
         return image
@@ -73,8 +97,14 @@ def compute_cohort_features(
     *,
     modality: str | None = None,
     device: str = "cpu",
+    masks: str = "auto",
 ) -> Path:
     """Write image features of every ``(id, [PET, CT], mask or None)`` case to ``cache_path`` (.npz).
+
+    The features are the same columns whatever the masks: whole-volume mean and max of the
+    bottleneck, and its mean inside the tumour mask. ``masks``: ``given`` (every case needs its
+    label), ``predicted`` (the segmentation model's own masks for :data:`TUMOUR_PROMPTS`) or
+    ``auto`` (given when every case has one, else predicted).
 
     Returns:
         ``cache_path``; a second call with the same checkpoint, modality and input files (paths,
@@ -94,14 +124,15 @@ def compute_cohort_features(
     ckpt = load_checkpoint(checkpoint)
     modality = _feature_modality(ckpt, modality)
     ids = [c[0] for c in cases]
-    fingerprint = _features_fingerprint(cases, checkpoint, modality)
+    masks = _mask_source(cases, masks)
+    fingerprint = _features_fingerprint(cases, checkpoint, modality) + f":masks={masks}"
     if load_matching_feature_cache(cache_path, fingerprint, ids) is not None:
         return Path(cache_path)
     predictor = Predictor.from_checkpoint(checkpoint, device=device)
     t1 = predictor.prompt_cache.get([t1_prompt(modality, REGION)])[0]
-    has_mask = all(m is not None for _, _, m in cases)
+    seg = predictor if masks == "predicted" else None
     loaders = [
-        _CaseLoader(_case_files(images, modality), mask_path, modality, predictor.preprocess)
+        _CaseLoader(_case_files(images, modality), mask_path, modality, predictor.preprocess, seg)
         for _, images, mask_path in cases
     ]
     feats = extract_image_features(
@@ -109,22 +140,37 @@ def compute_cohort_features(
         [loader.image for loader in loaders],
         t1_embedding=t1,
         modality=modality,
-        tumour_masks=[loader.mask for loader in loaders] if has_mask else None,
+        tumour_masks=[loader.mask for loader in loaders],
         ids=ids,
         device=torch.device(device),
     )
     from duplus.prognosis.features import image_feature_names
 
-    names = image_feature_names(feats.shape[1] // (3 if has_mask else 2), has_mask)
     save_feature_cache(
         cache_path,
         features=feats,
         ids=ids,
-        names=names,
-        tumour_volume=np.asarray([loader.tumour_ml for loader in loaders]) if has_mask else None,
+        names=image_feature_names(feats.shape[1] // 3, True),
+        tumour_volume=np.asarray([loader.tumour_ml for loader in loaders]),
         fingerprint=fingerprint,
     )
     return Path(cache_path)
+
+
+def _mask_source(cases: list[tuple[str, list[Path], Path | None]], masks: str) -> str:
+    """``given`` or ``predicted`` for ``masks`` (``auto``: given when every case has a mask)."""
+    if masks not in MASK_SOURCES:
+        raise ConfigError(f"unknown mask source {masks!r}; expected one of {', '.join(MASK_SOURCES)}")
+    missing = [pid for pid, _, m in cases if m is None]
+    if masks == "auto":
+        masks = "predicted" if missing else "given"
+        logger.info("tumour masks for the image features: %s", masks)
+    if masks == "given" and missing:
+        raise InputError(
+            None,
+            f"no tumour mask for {len(missing)} patient(s) ({', '.join(missing[:3])}); use --masks predicted",
+        )
+    return masks
 
 
 def _features_fingerprint(
@@ -180,6 +226,8 @@ class PrognosisRequest:
         mode: the mode ``train`` fits; modes: the modes ``cv`` compares (``None`` = by inputs).
         config: a prognosis YAML; folds, repeats: overrides of it for ``cv``.
         model: the folder ``train`` wrote (for ``predict``).
+        masks: tumour masks of the image features: ``given``, ``predicted`` or ``auto``
+            (:func:`compute_cohort_features`).
         preset: text-path settings (:data:`duplus.prognosis.model.PRESETS`; ``auto`` by device);
             keys the ``config`` file sets win over the preset.
     """
@@ -200,6 +248,7 @@ class PrognosisRequest:
     repeats: int | None = None
     model: str | Path | None = None
     preset: str = "cpu"
+    masks: str = "auto"
 
 
 def _features_for(req: PrognosisRequest, out: Path, ids: list[str] | None, split: str) -> Path:
@@ -215,7 +264,7 @@ def _features_for(req: PrognosisRequest, out: Path, ids: list[str] | None, split
     else:
         raise ConfigError("image modes need images: pass --hecktor FOLDER or --images FOLDER")
     out.mkdir(parents=True, exist_ok=True)
-    return compute_cohort_features(cases, req.checkpoint, out / "image_features.npz")
+    return compute_cohort_features(cases, req.checkpoint, out / "image_features.npz", masks=req.masks)
 
 
 def run_cohort_cv(
@@ -290,7 +339,10 @@ def run_prognosis_command(req: PrognosisRequest) -> str:
     if not data:
         raise ConfigError("pass --hecktor FOLDER or --clinical CSV")
     cols: dict[str, Any] = {"id_col": req.id_col, "time_col": req.time_col, "event_col": req.event_col}
-    ids = cv.load_cohort(req.clinical, **cols)[0]["id"].tolist() if req.clinical and req.images else None
+    ids = None
+    if req.clinical and req.images:  # predict reads a CSV without endpoints
+        endpoints = {} if req.action != "predict" else {"time_col": None, "event_col": None}
+        ids = cv.load_cohort(req.clinical, **{**cols, **endpoints})[0]["id"].tolist()
     if req.action == "predict":
         return _predict_command(req, data, ids)
     cfg = _config_with_preset(req)
