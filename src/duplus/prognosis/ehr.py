@@ -60,6 +60,8 @@ class EHRTemplate:
         missing: the word for a missing value.
         float_digits: decimals of numeric values.
         separator: between fields; the text ends with the separator's punctuation.
+        text_columns: free-text columns (clinical notes): written into the record text when the
+            table has them (also beside an explicit ``columns`` list), never one-hot encoded.
         max_chars: a longer value (free-text notes) is cut to this many characters (logged); the
             text encoder reads at most ``max_length`` tokens of the whole record anyway.
     """
@@ -73,6 +75,7 @@ class EHRTemplate:
     missing: str = "unknown"
     float_digits: int = 0
     separator: str = ". "
+    text_columns: list[str] = field(default_factory=lambda: ["Notes", "Clinical notes", "notes"])
     max_chars: int = 2000
 
     def __post_init__(self) -> None:
@@ -163,7 +166,10 @@ def _format_number(x: float, digits: int) -> str:
 def resolve_columns(available: Iterable[str], template: EHRTemplate) -> list[str]:
     """The fields a template writes for a table with columns ``available``."""
     if template.columns is not None:
-        return list(template.columns)
+        present = set(available)
+        return list(template.columns) + [
+            c for c in template.text_columns if c in present and c not in template.columns
+        ]
     exclude = set(template.exclude)
     return [c for c in available if c not in exclude]
 
@@ -208,6 +214,8 @@ def record_to_text(
         text = mapping.get(key, key) if mapping else key
         if len(text) > template.max_chars:
             text = text[: template.max_chars].rstrip() + "..."
+        if col in template.text_columns:
+            text = text.strip().rstrip(".")  # the separator ends the sentence
         parts.append(f"{name}: {text}")
     end = template.separator.strip()
     return template.separator.join(parts) + end

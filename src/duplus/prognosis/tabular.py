@@ -52,6 +52,8 @@ def _kind(values: pd.Series, col: str, template: EHRTemplate, source: Any) -> st
     present = _present(values)
     if present.empty:
         return "empty"
+    if col in template.text_columns:
+        return "text"
     if col in template.categorical_maps:
         return "categorical"
     bad = _non_numbers(values)
