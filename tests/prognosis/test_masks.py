@@ -100,3 +100,18 @@ def test_predict_on_mask_free_cohort_after_training_with_masks(cohort, tmp_path:
     pred = pd.read_csv(out)
     assert pred["PatientID"].tolist() == clinical["PatientID"].tolist()
     assert np.isfinite(pred["Prediction"]).all()
+
+
+@pytest.mark.slow
+def test_demo_experiment_compares_masks_and_text_paths(cohort, tmp_path: Path) -> None:
+    from duplus.prognosis.api import run_cohort_cv
+
+    folder, ckpt = cohort
+    overrides = {"folds": 2, "epochs": 2, "bootstrap": 0, "inner_folds": 2, "alphas": [0.01, 0.1]}
+    result = run_cohort_cv(folder, ckpt, tmp_path / "cv", overrides=overrides, progress=False)
+    modes = [r["mode"] for r in result["summary"]]
+    for mode in ("ehr-text", "ehr", "ehr (no notes)", "image (given masks)", "image (predicted masks)"):
+        assert mode in modes, modes
+    assert "both (predicted masks)" in modes, modes
+    assert "cox_clinical+volume (given masks)" in modes, modes
+    assert "| ehr (no notes) |" in result["markdown"]

@@ -275,24 +275,72 @@ def run_cohort_cv(
     km_figure: Path | None = None,
     overrides: dict[str, Any] | None = None,
     progress: bool = True,
+    masks: tuple[str, ...] = ("given", "predicted"),
 ) -> dict[str, Any]:
-    """Cross-validate image / EHR / both on a HECKTOR-layout cohort (the demo's experiment)."""
+    """Cross-validate on a HECKTOR-layout cohort (the demo's experiment), on the same folds:
+
+    * ``ehr-text`` (the record as text only) vs ``ehr`` (text + clinical columns), and ``ehr``
+      without the free-text notes column (what the notes add);
+    * ``image`` and ``both`` with image features pooled in the given masks and in the
+      segmentation model's own predicted masks (``masks``), beside CoxPH baselines (with the
+      tumour volume of those masks).
+    """
     import shutil
 
-    from duplus.prognosis.cv import run_prognosis_cv
+    from duplus.prognosis.cv import load_prognosis_cfg, run_prognosis_cv
+    from duplus.prognosis.ehr import hecktor_template
 
     out = Path(out)
-    feats = compute_cohort_features(hecktor_cases(hecktor), checkpoint, out / "image_features.npz")
-    summary = run_prognosis_cv(hecktor, out, config=dict(overrides or {}), features=feats)
-    result: dict[str, Any] = {
-        "summary": summary.to_dict(orient="records"),
-        "markdown": (out / "cv_summary.md").read_text().split("\n", 2)[-1],
-    }
-    if km_figure is not None and (out / "km_both.png").exists():
+    cfg = load_prognosis_cfg(dict(overrides or {}))
+    runs: list[tuple[str, Any]] = [
+        ("", run_prognosis_cv(hecktor, out / "ehr", config=cfg, modes=("ehr-text", "ehr")))
+    ]
+    no_notes = load_prognosis_cfg(dict(overrides or {}))
+    no_notes.ehr = hecktor_template()
+    no_notes.ehr.text_columns = []
+    plain = run_prognosis_cv(
+        hecktor, out / "ehr_no_notes", config=no_notes, modes=("ehr",), baseline=False, plot=False
+    )
+    runs.append((" (no notes)", plain))
+    cases = hecktor_cases(hecktor)
+    for source in masks:
+        feats = compute_cohort_features(cases, checkpoint, out / f"image_features_{source}.npz", masks=source)
+        summary = run_prognosis_cv(
+            hecktor, out / f"masks_{source}", config=cfg, modes=("image", "both"), features=feats
+        )
+        summary = summary[summary["mode"] != "cox_clinical"]  # the same as in the ehr run
+        runs.append((f" ({source} masks)", summary))
+    rows = [
+        {**r, "mode": f"{r['mode']}{suffix}"}
+        for suffix, table in runs
+        for r in table.to_dict(orient="records")
+    ]
+    result: dict[str, Any] = {"summary": rows, "markdown": _cohort_markdown(rows, cfg)}
+    km = out / f"masks_{masks[0]}" / "km_both.png" if masks else out / "ehr" / "km_ehr.png"
+    if km_figure is not None and km.exists():
         km_figure.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(out / "km_both.png", km_figure)
+        shutil.copyfile(km, km_figure)
         result["km_figure"] = str(km_figure)
     return result
+
+
+def _cohort_markdown(rows: list[dict[str, Any]], cfg: Any) -> str:
+    """One table of every run of :func:`run_cohort_cv` (mean ± sd over the outer test folds)."""
+
+    def ms(r: dict[str, Any], key: str) -> str:
+        mean, sd = (r["mean"], r["sd"]) if key == "c" else (r.get(f"{key}_mean"), r.get(f"{key}_sd"))
+        return f"{mean:.3f} ± {sd:.3f}" if mean is not None else "-"
+
+    lines = [
+        f"{cfg.folds}-fold CV x {cfg.repeats}, the same folds for every row; mean ± sd over the test folds.",
+        "",
+        "| model | Harrell's C | Uno's C | IBS | AUC(t) |",
+        "|---|---|---|---|---|",
+    ]
+    lines += [
+        f"| {r['mode']} | {ms(r, 'c')} | {ms(r, 'uno_c')} | {ms(r, 'ibs')} | {ms(r, 'auc')} |" for r in rows
+    ]
+    return "\n".join(lines)
 
 
 def _config_with_preset(req: PrognosisRequest) -> Any:
