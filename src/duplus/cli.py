@@ -436,11 +436,11 @@ def _add_adapt(sub: Any) -> None:
 PROGNOSIS_EPILOG = """modes:
   ehr       clinical columns (numbers imputed + standardised, categories one-hot) + the record written
             as text (frozen text encoder, embedded once per cohort), ridge Cox head; penalty and
-            text weight chosen by inner CV on the training fold. ~1-10 s per fold on 2 CPU cores
-            for a few hundred patients.
+            text weight chosen by inner CV on the training fold. 1-25 s per fold on 2 shared CPU
+            cores for 137-1151 patients (docs/PROGNOSIS.md).
   ehr-text  the record as text only (the paper's path; an ablation). --preset cpu: frozen encoder,
-            seconds per fold; --preset paper: LoRA r=32 on every encoder layer, 20 epochs: about
-            20-30 min per fold of ~500 patients on 2 CPU cores (use a GPU).
+            1-4 s per fold; --preset paper: LoRA r=32 on every encoder layer, 20 epochs: about
+            25 min per fold of a few hundred patients on 2 CPU cores (use a GPU).
   image     image features pooled from a segmentation model (-c) inside the tumour masks.
   both      ehr + image features (ridge Cox head, image weight chosen by inner CV).
 Every run writes into a staging folder inside --out and moves the results in at the end: an
@@ -507,7 +507,12 @@ def _add_prognosis(sub: Any) -> None:
         )
         q.add_argument("--out", required=True, help="output folder (train/cv) or CSV file (predict)")
         if action == "cv":
-            q.add_argument("--modes", nargs="+", choices=modes, help="modes to compare (default: by inputs)")
+            q.add_argument(
+                "--modes",
+                nargs="+",
+                choices=modes,
+                help="modes to compare (default: ehr ehr-text, plus image both with -c)",
+            )
             q.add_argument("--folds", type=int, help="number of folds")
             q.add_argument("--repeats", type=int, help="repeats over seeds")
         if action == "predict":

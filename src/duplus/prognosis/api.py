@@ -405,7 +405,9 @@ def run_prognosis_command(req: PrognosisRequest) -> str:
 
             shutil.copyfile(cache, stage / cache.name)
         if req.action == "cv":
-            modes = tuple(req.modes or (("image", "ehr", "both") if req.checkpoint else ("ehr",)))
+            modes = tuple(
+                req.modes or (("ehr", "ehr-text", "image", "both") if req.checkpoint else ("ehr", "ehr-text"))
+            )
             feats = (
                 _features_for(req, stage, ids, "training")
                 if any(m in ("image", "both") for m in modes)
