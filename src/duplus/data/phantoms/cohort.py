@@ -288,6 +288,14 @@ def _patient(
     return case, row, truth
 
 
+def cohort_rows(
+    test_seed: int, n: int, shape: tuple[int, int, int] = (24, 24, 24)
+) -> list[tuple[dict[str, Any], dict[str, Any]]]:
+    """``(clinical row, truth)`` of patients ``0..n-1`` without writing images (the endpoints are
+    in the truth; a small ``shape`` is enough: the anatomy does not depend on the grid)."""
+    return [_patient(test_seed, i, shape)[1:] for i in range(n)]
+
+
 def _csv_text(rows: list[dict[str, Any]]) -> str:
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=list(rows[0]), lineterminator="\n")
