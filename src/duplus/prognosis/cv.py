@@ -808,6 +808,6 @@ def _predict_linear(
 
     model, meta = load_linear_cox(model_dir, cfg.ehr or EHRTemplate())
     emb = None
-    if model.design.text is not None and texts is not None:
+    if model.design.text is not None and model.design.text_scale != 0 and texts is not None:
         emb = _cohort_embeddings(texts, _base_encoder_factory(cfg), {})
     return model.risk(Blocks(df, emb, feats)), meta

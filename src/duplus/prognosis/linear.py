@@ -130,21 +130,36 @@ class _Design:
         )
 
     def parts(self, b: Blocks) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Unscaled ``(structure, text, image)`` matrices (empty ``(N, 0)`` when absent)."""
+        """Unscaled ``(structure, text, image)`` matrices (``(N, 0)`` for a block the model has
+        not; zeros for a block it has with weight 0 when ``b`` leaves it out).
+
+        Raises:
+            ValueError: ``b`` lacks a block the model uses.
+        """
         n = len(b)
-        empty = np.zeros((n, 0))
-        s = self.tabular.transform(b.table) if self.tabular is not None and b.table is not None else empty
-        t = self.text.transform(b.text) if self.text is not None and b.text is not None else empty
-        i = (
-            self.image.transform(_log_image(b.image))
-            if self.image is not None and b.image is not None
-            else empty
+        s = (
+            self.tabular.transform(b.table)
+            if self.tabular is not None and b.table is not None
+            else np.zeros((n, 0))
         )
+        t = _block(self.text, b.text, self.text_scale, "text", n)
+        i = _block(self.image, None if b.image is None else _log_image(b.image), self.image_scale, "image", n)
         return s, t, i
 
     def matrix(self, b: Blocks) -> np.ndarray:
         s, t, i = self.parts(b)
         return np.hstack([s, t * self.text_scale, i * self.image_scale])
+
+
+def _block(pca: _PCA | None, x: np.ndarray | None, scale: float, name: str, n: int) -> np.ndarray:
+    """A PCA block's scores; zeros when it is left out (weight 0) and not given."""
+    if pca is None:
+        return np.zeros((n, 0))
+    if x is None:
+        if scale != 0:
+            raise ValueError(f"the model uses the {name} block, which was not given")
+        return np.zeros((n, len(pca.scale)))
+    return pca.transform(x)
 
 
 def _log_image(x: np.ndarray | None) -> np.ndarray:
@@ -248,6 +263,9 @@ def _inner_scores(
 def _one_se_choice(cands: list[tuple[float, float, float]], scores: np.ndarray) -> int:
     """The block scales: the simplest whose best mean inner C is within one standard error of the
     overall best; then, for those scales, the penalty with the best mean inner C."""
+    if not np.isfinite(scores).any():
+        logger.warning("inner CV: no inner fold could be scored; the simplest candidate is used")
+        return 0
     mean = np.nanmean(scores, axis=1)
     n = np.sum(np.isfinite(scores), axis=1)
     sd = np.nanstd(scores, axis=1, ddof=1)
