@@ -1,9 +1,12 @@
 """Cross-validation, training and prediction runs for prognosis (what ``duplus prognosis`` calls).
 
 * :func:`stratified_kfold`: k folds stratified by event (numpy; no scikit-learn needed).
-* :func:`cross_validate`: per-fold C-index of the DuPLUS prognosis model in each mode (``image``,
-  ``ehr``, ``both``) beside a lifelines Cox baseline on the tabular data (one-hot categoricals,
-  median-imputed numbers + missing indicators; plus tumour volume when given), over repeated splits.
+* :func:`cross_validate`: per-fold Harrell's and Uno's C, integrated Brier score and AUC(t) of the
+  DuPLUS prognosis model in each mode (``ehr`` and ``both``: the linear Cox head of
+  :mod:`duplus.prognosis.linear` on clinical columns + text [+ image]; ``ehr-text`` and ``image``:
+  the neural head of :mod:`duplus.prognosis.model`) beside a lifelines Cox baseline on the tabular
+  data (:class:`duplus.prognosis.tabular.TabularEncoder`; plus tumour volume when given), over
+  repeated splits. Every transform is fitted on the training fold.
 * :func:`run_prognosis_cv`, :func:`run_prognosis_train`, :func:`run_prognosis_predict`: plain
   argument entry points that read the data, write their outputs into a run folder and return.
   Predictions are written as ``PatientID,Prediction`` (a risk: higher = earlier relapse, the

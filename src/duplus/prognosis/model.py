@@ -6,8 +6,10 @@
                                                                                 +--> fusion MLP --> risk
     image features (F,) --standardise--> MLP --> h_image (hidden,)            -+
 
-``mode`` selects the branches for the ablation the paper calls out: ``"image"``, ``"ehr"`` or
-``"both"``. Training minimises the Cox negative partial log-likelihood (the risk set is the batch,
+``mode`` selects the branches: ``"ehr-text"`` (the paper's text path) and ``"image"`` run this
+neural head; ``"ehr"`` and ``"both"`` (clinical columns + text [+ image]) run the linear Cox head
+of :mod:`duplus.prognosis.linear` (cross-validation and training dispatch on
+:attr:`PrognosisConfig.is_linear`). Training minimises the Cox negative partial log-likelihood (the risk set is the batch,
 so batches are large; by default the whole training set). Only the LoRA adapters and the small
 heads are trained and saved; the base text encoder on disk is never written.
 
