@@ -307,7 +307,13 @@ def _speed_and_text(result: dict[str, Any]) -> list[str]:
         lines.append(
             f"- {name} ({tab['n']} patients): `ehr` {np.mean(secs):.1f} s/fold on average, median "
             f"{np.median(secs):.1f}, at most {max(secs):.1f} s; the text block adds {gain:+.3f} C-index "
-            "over the clinical columns alone."
+            "over the clinical columns alone"
+            + (
+                f"; the notes add {s['ehr']['c_index_mean'] - s['ehr-no-notes']['c_index_mean']:+.3f} "
+                "(`ehr` vs `ehr-no-notes`)."
+                if "ehr-no-notes" in s
+                else "."
+            )
         )
     lines += [
         "",
