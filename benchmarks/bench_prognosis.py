@@ -324,11 +324,30 @@ def _speed_and_text(result: dict[str, Any]) -> list[str]:
         "one-standard-error rule toward the simpler model). `ehr-text` (the text alone, frozen encoder) is",
         "far below: a sentence encoder reads numbers poorly, which is why `ehr` enters them as numbers.",
         "",
+        *_notes_sentence(result),
         "Usage: `duplus prognosis cv --clinical table.csv --id-col ID --time-col TIME --event-col EVENT",
         "--out run/` (events 0/1; modes `ehr` and `ehr-text` by default); `--preset paper` runs the",
         "paper's LoRA text path for `ehr-text` (hours on a CPU).",
     ]
     return lines
+
+
+def _notes_sentence(result: dict[str, Any]) -> list[str]:
+    """What the phantom cohort's free-text notes add, in words, from the figures."""
+    tab = result["tables"].get("phantom")
+    if not tab or "ehr-no-notes" not in tab["summary"]:
+        return []
+    s = tab["summary"]
+    gain = s["ehr"]["c_index_mean"] - s["ehr-no-notes"]["c_index_mean"]
+    verdict = "nothing measurable" if abs(gain) < 0.005 else f"{gain:+.3f} C-index"
+    return [
+        "Free-text notes (phantom): they restate smoking, HPV and performance status, often where the",
+        f"structured cell is empty, yet they add {verdict} to `ehr` ({gain:+.3f}): read as part of the whole",
+        "record by a frozen sentence encoder and reduced to a few principal components, their content is",
+        "not separated from the rest of the record. Reading them better (their own embedding, a",
+        "fine-tuned encoder) is open work.",
+        "",
+    ]
 
 
 def main() -> None:
