@@ -319,7 +319,7 @@ def _speed_and_text(result: dict[str, Any]) -> list[str]:
         "",
         "The first fold of each table also loads the text encoder and embeds every record once (later",
         "folds reuse the embeddings); the machine was shared, so single folds vary by 2-3x. `ehr` and",
-        "`ehr-structure` are within 0.001 C-index on every table: on these tables the text written from",
+        "`ehr-structure` are within 0.002 C-index on every table: on these tables the text written from",
         "the same columns adds nothing measurable (the inner CV chooses its weight, 0 included, with the",
         "one-standard-error rule toward the simpler model). `ehr-text` (the text alone, frozen encoder) is",
         "far below: a sentence encoder reads numbers poorly, which is why `ehr` enters them as numbers.",
@@ -344,7 +344,7 @@ def _notes_sentence(result: dict[str, Any]) -> list[str]:
         "Free-text notes (phantom): they restate smoking, HPV and performance status, often where the",
         f"structured cell is empty, yet they add {verdict} to `ehr` ({gain:+.3f}): read as part of the whole",
         "record by a frozen sentence encoder and reduced to a few principal components, their content is",
-        "not separated from the rest of the record. Reading them better (their own embedding, a",
+        "probably not separated from the rest of the record. Reading them better (their own embedding, a",
         "fine-tuned encoder) is open work.",
         "",
     ]
