@@ -63,3 +63,17 @@ def test_preset_and_config_file(tmp_path) -> None:
     cfg.write_text("lora_r: 4\nepochs: 3\n")
     mixed = _config_with_preset(PrognosisRequest(action="cv", out=tmp_path, preset="paper", config=cfg))
     assert (mixed.lora_r, mixed.epochs, mixed.lora_alpha) == (4, 3, 128.0)  # the file wins
+
+
+def test_auc_defined_with_administrative_censoring() -> None:
+    """Everyone still event-free at 52 weeks is censored there (as in the Rossi study): the
+    censoring weight at 52 is 1/0, which must not make the AUC undefined."""
+    risk, time, event = _data(300)
+    time = np.ceil(time / 5)
+    event = np.where(time > 52, 0, event)
+    time = np.minimum(time, 52)
+    tr, te = slice(0, 200), slice(200, 300)
+    times = eval_times(time[tr], event[tr])
+    surv = breslow_survival(risk[tr], time[tr], event[tr], risk[te], times)
+    m = survival_metrics((time[tr], event[tr]), (time[te], event[te]), risk[te], surv, times)
+    assert np.isfinite(m["auc"]) and m["auc"] > 0.6

@@ -97,8 +97,21 @@ def survival_metrics(
         "c_index": _safe(lambda: concordance_index(test[0], risk, test[1])),
         "uno_c": _safe(lambda: concordance_index_ipcw(y_tr, y_te, risk, tau=tau)[0]),
         "ibs": _safe(lambda: integrated_brier_score(y_tr, y_te, s, ts)) if ts.size > 1 else float("nan"),
-        "auc": _safe(lambda: cumulative_dynamic_auc(y_tr, y_te, risk, ts)[1]) if ts.size else float("nan"),
+        "auc": _safe(lambda: cumulative_dynamic_auc(y_tr, _capped(test, ts, train[0]), risk, ts)[1])
+        if ts.size
+        else float("nan"),
     }
+
+
+def _capped(test: tuple[np.ndarray, np.ndarray], ts: np.ndarray, train_time: np.ndarray) -> np.ndarray:
+    """The test follow-up censored just after the last evaluation time. Beyond it a patient is a
+    control at every evaluation time either way; without the cap, a patient followed as long as
+    the longest training follow-up (administrative censoring, e.g. 52 weeks) gets a censoring
+    weight of 1/0 and the AUC is undefined."""
+    time, event = np.asarray(test[0], dtype=float), np.asarray(test[1]).astype(bool)
+    later = np.concatenate([time[time > ts[-1]], np.asarray(train_time, dtype=float)[train_time > ts[-1]]])
+    cap = (ts[-1] + later.min()) / 2 if later.size else ts[-1]
+    return _surv(np.minimum(time, cap), event & (time <= cap))
 
 
 def bootstrap_ci(
