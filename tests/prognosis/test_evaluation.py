@@ -66,12 +66,14 @@ def test_preset_and_config_file(tmp_path) -> None:
 
 
 def test_auc_defined_with_administrative_censoring() -> None:
-    """Everyone still event-free at 52 weeks is censored there (as in the Rossi study): the
-    censoring weight at 52 is 1/0, which must not make the AUC undefined."""
+    """Everyone still event-free at 52 weeks is censored there and some events fall in week 52 (as
+    in the Rossi study): the censoring weight at 52 is 1/0, which must not make the AUC undefined."""
     risk, time, event = _data(300)
     time = np.ceil(time / 5)
     event = np.where(time > 52, 0, event)
     time = np.minimum(time, 52)
+    at_end = np.flatnonzero(time == 52)
+    event[at_end[::3]] = 1  # some events in the last week too, the rest censored there
     tr, te = slice(0, 200), slice(200, 300)
     times = eval_times(time[tr], event[tr])
     surv = breslow_survival(risk[tr], time[tr], event[tr], risk[te], times)
