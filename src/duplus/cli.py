@@ -210,6 +210,8 @@ def cmd_prognosis(args: argparse.Namespace) -> int:
         folds=getattr(args, "folds", None),
         repeats=getattr(args, "repeats", None),
         model=getattr(args, "model", None),
+        preset=args.preset,
+        masks=args.masks,
     )
     print(run_prognosis_command(req))
     return 0
@@ -480,28 +482,86 @@ def _add_adapt(sub: Any) -> None:
     p.add_argument("--merge", action="store_true", help="also write a standalone merged checkpoint")
 
 
+PROGNOSIS_EPILOG = """modes:
+  ehr       clinical columns (numbers imputed + standardised, categories one-hot) + the record written
+            as text (frozen text encoder, embedded once per cohort), ridge Cox head; penalty and
+            text weight chosen by inner CV on the training fold. 1-25 s per fold on 2 shared CPU
+            cores for 137-1151 patients (docs/PROGNOSIS.md).
+  ehr-text  the record as text only (the paper's path; an ablation). --preset cpu: frozen encoder,
+            1-4 s per fold; --preset paper: LoRA r=32 on every encoder layer, 20 epochs: about
+            25 min per fold of a few hundred patients on 2 CPU cores (use a GPU).
+  image     image features pooled from a segmentation model (-c) inside the tumour masks.
+  both      ehr + image features (ridge Cox head, image weight chosen by inner CV).
+Every run writes into a staging folder inside --out and moves the results in at the end: an
+interrupted run leaves no result files."""
+
+
 def _add_prognosis(sub: Any) -> None:
-    p = _command(sub, "prognosis", "survival risk from image + EHR text: cv, train, predict", cmd_prognosis)
+    p = _command(
+        sub,
+        "prognosis",
+        "survival risk from image + EHR (text + clinical columns): cv, train, predict",
+        cmd_prognosis,
+    )
     psub = p.add_subparsers(dest="prognosis_command", metavar="ACTION", required=True)
+    modes = ("ehr", "ehr-text", "image", "both")
     for action, help_ in (
-        ("cv", "k-fold cross-validation per mode (image, ehr, both) beside a CoxPH baseline"),
+        ("cv", "k-fold cross-validation per mode beside a CoxPH baseline (Harrell/Uno C, IBS, AUC)"),
         ("train", "train one prognosis model on the whole cohort"),
         ("predict", "write PatientID,Prediction (risk) for a cohort"),
     ):
-        q = psub.add_parser(action, help=help_, description=help_)
+        q = psub.add_parser(
+            action,
+            help=help_,
+            description=help_,
+            epilog=PROGNOSIS_EPILOG,
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
         q.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
         q.add_argument("--hecktor", help="HECKTOR 2022-layout folder (images, masks, clinical CSVs)")
-        q.add_argument("--clinical", help="clinical CSV (generic cohort)")
-        q.add_argument("--id-col", default="PatientID")
-        q.add_argument("--time-col", default="RFS")
-        q.add_argument("--event-col", default="Relapse")
+        q.add_argument("--clinical", help="clinical CSV (generic cohort): one row per patient")
+        q.add_argument(
+            "--id-col", default="PatientID", help="CSV column of the patient id (default: %(default)s)"
+        )
+        q.add_argument(
+            "--time-col",
+            default="RFS",
+            help="CSV column of the follow-up time, any unit (default: %(default)s)",
+        )
+        q.add_argument(
+            "--event-col",
+            default="Relapse",
+            help="CSV column of the event indicator: 1 = event (relapse/death) observed, 0 = censored (default: %(default)s)",
+        )
         q.add_argument("--images", help="folder of images matched by id (generic cohort)")
         q.add_argument("-c", "--checkpoint", help="segmentation model for image features: " + CHECKPOINT_HELP)
-        q.add_argument("--mode", choices=("image", "ehr", "both"), default="both")
+        q.add_argument(
+            "--mode", choices=modes, default="ehr", help="model trained by `train` (default: %(default)s)"
+        )
         q.add_argument("--config", help="prognosis YAML (PrognosisConfig)")
+        q.add_argument(
+            "--masks",
+            choices=("auto", "given", "predicted"),
+            default="auto",
+            help="tumour masks the image features are pooled in: given (the cohort's labels), predicted "
+            "(the segmentation model's own masks for 'primary tumour' + 'lymph node'; one segmentation "
+            "per patient), auto = given when every patient has one (default)",
+        )
+        q.add_argument(
+            "--preset",
+            choices=("auto", "cpu", "paper"),
+            default="cpu",
+            help="text path settings: cpu = frozen text encoder (default); paper = LoRA r=32 on all layers, "
+            "20 epochs (hours on a CPU); auto = paper on a GPU, else cpu. Applied before --config",
+        )
         q.add_argument("--out", required=True, help="output folder (train/cv) or CSV file (predict)")
         if action == "cv":
-            q.add_argument("--modes", nargs="+", choices=("image", "ehr", "both"), help="modes to compare")
+            q.add_argument(
+                "--modes",
+                nargs="+",
+                choices=modes,
+                help="modes to compare (default: ehr ehr-text, plus image both with -c)",
+            )
             q.add_argument("--folds", type=int, help="number of folds")
             q.add_argument("--repeats", type=int, help="repeats over seeds")
         if action == "predict":

@@ -306,7 +306,12 @@ def test_cohort_files(collection: tuple[Path, dict[str, Path]]) -> None:
     root = collection[1]["HECKTOR_Phantom"]
     clinical = pd.read_csv(root / "hecktor2022_clinical_info_training.csv", dtype={"PatientID": str})
     endpoint = pd.read_csv(root / "hecktor2022_endpoint_training.csv", dtype={"PatientID": str})
-    assert list(clinical.columns) == HECKTOR_COLUMNS
+    assert list(clinical.columns) == [*HECKTOR_COLUMNS, "Notes"]  # HECKTOR's columns + free-text notes
+    assert clinical["Notes"].str.len().min() > 5 and clinical["Notes"].nunique() > 100
+    smoker_words = clinical["Notes"].str.contains("smoker|cigarettes|pack-years") & ~clinical[
+        "Notes"
+    ].str.contains("Non-smoker")
+    assert (clinical.loc[smoker_words, "Tobacco"].dropna() == 1).all()  # the notes agree with the columns
     assert list(endpoint.columns) == ["PatientID", "Relapse", "RFS"]
     assert clinical["PatientID"].iloc[0] == "PHA-001" and len(clinical) == 150
     assert list(clinical["PatientID"]) == list(endpoint["PatientID"])

@@ -78,7 +78,9 @@ def test_tabular_design_imputes_and_one_hot() -> None:
     x_tr, x_te = build_tabular_design(df.iloc[:4], df.iloc[4:], hecktor_template())
     assert x_tr["Age"].tolist() == [60.0, 60.0, 70.0, 50.0]  # median of 60, 70, 50
     assert x_tr["Age missing"].tolist() == [0.0, 1.0, 0.0, 0.0]
-    assert "Gender=M" in x_tr.columns and "Gender=missing" in x_tr.columns
+    # one-hot against the most frequent training level (M); integral numbers are one level with "1"
+    assert "Gender=F" in x_tr.columns and "Gender=missing" in x_tr.columns and "Gender=M" not in x_tr.columns
+    assert "HPV status (0=-, 1=+)=0" in x_tr.columns
     assert x_te["Age"].tolist() == [80.0]
     assert list(x_te.columns) == list(x_tr.columns)
     assert not any(c.startswith("Weight") for c in x_tr.columns)  # absent from the table
@@ -100,8 +102,9 @@ def test_cross_validate_image_mode_and_baselines(tmp_path: Path) -> None:
     folds, preds = cross_validate(
         df, None, feats, cfg, modes=("image", "ehr", "both"), tumour_volume=vol, return_predictions=True
     )
-    assert set(folds["mode"]) == {"image", BASELINE, BASELINE_VOLUME}  # ehr/both skipped: no texts
-    assert len(folds) == 3 * 3 * 2
+    # ehr/both run on the clinical columns alone (no texts); both adds the image features
+    assert set(folds["mode"]) == {"image", "ehr", "both", BASELINE, BASELINE_VOLUME}
+    assert len(folds) == 3 * 5 * 2
     summary = summarise_cv(folds).set_index("mode")
     assert summary.loc["image", "n_folds"] == 6
     assert summary.loc["image", "mean"] > 0.7
@@ -141,7 +144,9 @@ def test_run_cv_train_predict_on_csv_only_cohort(tmp_path: Path) -> None:
     assert columns == ["Age", "Gender", "HPV status (0=-, 1=+)", "Tobacco", "Stage", "Weight"]
 
     model_dir = run_prognosis_train(csv, tmp_path / "train", config=cfg)
-    assert {p.name for p in model_dir.iterdir()} == {
+    assert {p.name for p in model_dir.iterdir()} == {"prognosis_config.yaml", "linear_cox.json"}
+    text_dir = run_prognosis_train(csv, tmp_path / "train-text", config={**cfg, "mode": "ehr-text"})
+    assert {p.name for p in text_dir.iterdir()} == {
         "prognosis_config.yaml",
         "prognosis_head.pt",
         "text_adapter.pt",

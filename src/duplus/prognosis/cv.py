@@ -1,9 +1,12 @@
 """Cross-validation, training and prediction runs for prognosis (what ``duplus prognosis`` calls).
 
 * :func:`stratified_kfold`: k folds stratified by event (numpy; no scikit-learn needed).
-* :func:`cross_validate`: per-fold C-index of the DuPLUS prognosis model in each mode (``image``,
-  ``ehr``, ``both``) beside a lifelines Cox baseline on the tabular data (one-hot categoricals,
-  median-imputed numbers + missing indicators; plus tumour volume when given), over repeated splits.
+* :func:`cross_validate`: per-fold Harrell's and Uno's C, integrated Brier score and AUC(t) of the
+  DuPLUS prognosis model in each mode (``ehr`` and ``both``: the linear Cox head of
+  :mod:`duplus.prognosis.linear` on clinical columns + text [+ image]; ``ehr-text`` and ``image``:
+  the neural head of :mod:`duplus.prognosis.model`) beside a lifelines Cox baseline on the tabular
+  data (:class:`duplus.prognosis.tabular.TabularEncoder`; plus tumour volume when given), over
+  repeated splits. Every transform is fitted on the training fold.
 * :func:`run_prognosis_cv`, :func:`run_prognosis_train`, :func:`run_prognosis_predict`: plain
   argument entry points that read the data, write their outputs into a run folder and return.
   Predictions are written as ``PatientID,Prediction`` (a risk: higher = earlier relapse, the
@@ -32,7 +35,6 @@ from duplus.metrics.survival import concordance_index, risk_group_cutoffs, risk_
 from duplus.prognosis.ehr import (
     EHRTemplate,
     hecktor_template,
-    is_missing,
     records_to_texts,
     resolve_columns,
     save_template,
@@ -48,6 +50,8 @@ from duplus.prognosis.model import (
     save_prognosis,
     text_dropout_draws,
 )
+from duplus.prognosis.splits import stratified_kfold
+from duplus.prognosis.tabular import TabularEncoder
 from duplus.prognosis.text_states import TextStates, compute_text_states
 
 __all__ = [
@@ -75,75 +79,15 @@ BASELINE_VOLUME = "cox_clinical+volume"
 
 
 # ---------------------------------------------------------------------------------- splitting
-def stratified_kfold(event: np.ndarray | Sequence[int], n_splits: int, seed: int = 0) -> list[np.ndarray]:
-    """Test indices of ``n_splits`` folds with events spread evenly (each index in exactly one fold).
-
-    Events and censored patients are shuffled separately and dealt round-robin, continuing the
-    deal from one stratum into the next, so fold sizes differ by at most one.
-    """
-    e = np.asarray(event).reshape(-1).astype(int)
-    if n_splits < 2 or n_splits > e.size:
-        raise ValueError(f"n_splits must be in [2, {e.size}], got {n_splits}")
-    rng = np.random.default_rng(seed)
-    order = np.concatenate([rng.permutation(np.flatnonzero(e == v)) for v in (1, 0)])
-    fold_of = np.empty(e.size, dtype=int)
-    fold_of[order] = np.arange(e.size) % n_splits
-    return [np.flatnonzero(fold_of == k) for k in range(n_splits)]
-
-
 # ---------------------------------------------------------------------------------- baseline
-def _column_kind(values: pd.Series, col: str, template: EHRTemplate) -> str:
-    if col in template.categorical_maps:
-        return "categorical"
-    if col in template.numeric_columns:
-        return "numeric"
-    present = values[~values.map(is_missing)]
-    numeric = pd.to_numeric(present, errors="coerce")
-    return "numeric" if len(present) and numeric.notna().all() else "categorical"
-
-
 def build_tabular_design(
     train: pd.DataFrame, test: pd.DataFrame, template: EHRTemplate
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Numeric design matrices for a Cox baseline, fitted on ``train`` only.
-
-    Numeric columns: median-imputed, with a missing indicator when the training fold has gaps.
-    Categorical columns (those with a category map, or not all numbers): one-hot with missing as
-    its own level, first level dropped. Columns constant on the training fold are dropped.
-    """
-    cols = resolve_columns(train.columns, template)
-    out_train: dict[str, np.ndarray] = {}
-    out_test: dict[str, np.ndarray] = {}
-    for col in cols:
-        if col not in train.columns:
-            continue
-        tr = train[col]
-        te = test[col] if col in test.columns else pd.Series([np.nan] * len(test))
-        if _column_kind(tr, col, template) == "numeric":
-            x_tr = pd.to_numeric(tr.where(~tr.map(is_missing)), errors="coerce").to_numpy(dtype=float)
-            x_te = pd.to_numeric(te.where(~te.map(is_missing)), errors="coerce").to_numpy(dtype=float)
-            miss_tr = np.isnan(x_tr)
-            median = float(np.nanmedian(x_tr)) if (~miss_tr).any() else 0.0
-            out_train[col] = np.where(miss_tr, median, x_tr)
-            out_test[col] = np.where(np.isnan(x_te), median, x_te)
-            if miss_tr.any():
-                out_train[f"{col} missing"] = miss_tr.astype(float)
-                out_test[f"{col} missing"] = np.isnan(x_te).astype(float)
-        else:
-
-            def level(v: Any) -> str:
-                return "missing" if is_missing(v) else str(v).strip()
-
-            l_tr = tr.map(level)
-            l_te = te.map(level)
-            levels = sorted(l_tr.unique())
-            for lv in levels[1:]:
-                out_train[f"{col}={lv}"] = (l_tr == lv).to_numpy(dtype=float)
-                out_test[f"{col}={lv}"] = (l_te == lv).to_numpy(dtype=float)
-    x_train = pd.DataFrame(out_train, index=train.index)
-    x_test = pd.DataFrame(out_test, index=test.index)
-    keep = [c for c in x_train.columns if x_train[c].std() > 0]
-    return x_train[keep], x_test[keep]
+    """Unscaled numeric design matrices for a Cox baseline, fitted on ``train`` only
+    (:class:`duplus.prognosis.tabular.TabularEncoder`: median-imputed numbers with missing
+    indicators, one-hot categoricals, constant columns dropped)."""
+    enc = TabularEncoder(template).fit(train)
+    return enc.raw_frame(train), enc.raw_frame(test)
 
 
 def fit_cox_baseline(
@@ -174,7 +118,7 @@ def fit_cox_baseline(
 
 # ---------------------------------------------------------------------------------- cross-validation
 def _needs(mode: str) -> tuple[bool, bool]:
-    return mode in ("ehr", "both"), mode in ("image", "both")
+    return mode in ("ehr", "ehr-text", "both"), mode in ("image", "both")
 
 
 def _base_encoder_factory(cfg: PrognosisConfig) -> Callable[[], nn.Module]:
@@ -212,11 +156,157 @@ def _cohort_text_states(
     return memo[key]
 
 
-def _c_or_nan(time: np.ndarray, risk: np.ndarray, event: np.ndarray) -> float:
-    try:
-        return concordance_index(time, risk, event)
-    except ValueError:
-        return float("nan")
+def _cohort_embeddings(
+    texts: Sequence[str], factory: Callable[[], nn.Module], memo: dict[str, np.ndarray]
+) -> np.ndarray:
+    """Frozen text-encoder embeddings of every record, computed once per cohort."""
+    if "emb" not in memo:
+        from duplus.prognosis.linear import embed_texts
+
+        memo["emb"] = embed_texts(factory(), texts)
+    return memo["emb"]
+
+
+@dataclasses.dataclass
+class _Cohort:
+    """What every fold reads: the table, its texts, image features and endpoints."""
+
+    df: pd.DataFrame
+    texts: Sequence[str] | None
+    image_feats: np.ndarray | None
+    time: np.ndarray
+    event: np.ndarray
+    template: EHRTemplate
+    factory: Callable[[], nn.Module]
+    memo: dict[str, Any]
+
+
+def _fit_linear_mode(
+    mode: str, c: _Cohort, cfg: PrognosisConfig, tr: np.ndarray, te: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """``ehr`` / ``both``: the linear Cox head, fitted on the training rows only."""
+    from duplus.prognosis.linear import Blocks, fit_linear_cox
+
+    emb = _cohort_embeddings(c.texts, c.factory, c.memo) if c.texts is not None else None
+    blocks = Blocks(c.df, emb, c.image_feats if mode == "both" else None)
+    model = fit_linear_cox(blocks.rows(tr), c.time[tr], c.event[tr], c.template, cfg.linear_settings())
+    return model.risk(blocks.rows(tr)), model.risk(blocks.rows(te))
+
+
+def _fit_neural_mode(
+    mode: str, c: _Cohort, cfg: PrognosisConfig, tr: np.ndarray, te: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """``ehr-text`` / ``image``: the neural head (LoRA text encoder with ``lora_r > 0``)."""
+    need_text, need_image = _needs(mode)
+    model = build_prognosis_model(
+        cfg,
+        image_dim=c.image_feats.shape[1] if need_image and c.image_feats is not None else None,
+        text_encoder=c.factory() if need_text else None,
+    )
+    texts = c.texts if need_text else None
+    feats = c.image_feats if need_image else None
+    states = _cohort_text_states(model, texts, c.memo.setdefault("states", {})) if texts else None
+    tr_states = states.subset(tr) if states is not None else None
+    te_states = states.subset(te, with_draws=False) if states is not None else None
+    tr_texts = [texts[i] for i in tr] if texts is not None else None
+    te_texts = [texts[i] for i in te] if texts is not None else None
+    tr_feats = feats[tr] if feats is not None else None
+    te_feats = feats[te] if feats is not None else None
+    fit_prognosis(model, tr_texts, tr_feats, c.time[tr], c.event[tr], cfg, text_states=tr_states)
+    return (
+        predict_risk(model, tr_texts, tr_feats, text_states=tr_states),
+        predict_risk(model, te_texts, te_feats, text_states=te_states),
+    )
+
+
+def _baseline_fits(
+    c: _Cohort, cfg: PrognosisConfig, tr: np.ndarray, te: np.ndarray, tumour_volume: np.ndarray | None
+) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """lifelines' Cox on the clinical design (and with the tumour volume)."""
+    x_tr, x_te = build_tabular_design(c.df.iloc[tr], c.df.iloc[te], c.template)
+    designs = {BASELINE: (x_tr, x_te)}
+    if tumour_volume is not None:
+        vol = np.asarray(tumour_volume, dtype=float)
+        designs[BASELINE_VOLUME] = (
+            x_tr.assign(tumour_volume=np.log1p(vol[tr])),
+            x_te.assign(tumour_volume=np.log1p(vol[te])),
+        )
+    out = {}
+    for name, (a, b) in designs.items():
+        try:
+            out[name] = fit_cox_baseline(a, c.time[tr], c.event[tr], b, cfg.baseline_penalizer)
+        except Exception as exc:  # noqa: BLE001 - lifelines convergence/linear-algebra failures
+            logger.warning("baseline %s failed: %s", name, exc)
+    return out
+
+
+def _runnable_modes(modes: Sequence[str], texts: Any, image_feats: Any) -> list[str]:
+    """The modes whose inputs are present (the others are logged and skipped)."""
+    for mode in modes:
+        if mode not in MODES:
+            raise ConfigError(f"unknown prognosis mode {mode!r}; expected one of {', '.join(MODES)}")
+    run_modes = []
+    for mode in modes:
+        need_text, need_image = _needs(mode)
+        if need_image and image_feats is None:
+            logger.warning("mode '%s' skipped: no image features", mode)
+        elif need_text and texts is None and mode == "ehr-text":
+            logger.warning("mode '%s' skipped: no EHR texts", mode)
+        else:
+            run_modes.append(mode)
+    return run_modes
+
+
+def _fold_record(
+    name: str,
+    c: _Cohort,
+    cfg: PrognosisConfig,
+    where: tuple[int, int, np.ndarray, np.ndarray],
+    risks: tuple[np.ndarray, np.ndarray],
+    seconds: float,
+) -> tuple[dict[str, Any], pd.DataFrame]:
+    """One fold's metrics row and its out-of-fold predictions (risk, group, survival at the
+    cohort's evaluation times from a Breslow baseline of the training rows)."""
+    from duplus.prognosis.evaluation import breslow_survival, eval_times, survival_metrics
+
+    rep, k, tr, te = where
+    r_tr, r_te = risks
+    times = c.memo.setdefault("times", eval_times(c.time, c.event))
+    surv = breslow_survival(r_tr, c.time[tr], c.event[tr], r_te, times)
+    metrics = survival_metrics((c.time[tr], c.event[tr]), (c.time[te], c.event[te]), r_te, surv, times)
+    row = {"repeat": rep, "fold": k, "mode": name, **metrics, "seconds": seconds}
+    row.update(n_train=int(tr.size), n_test=int(te.size), events_test=int(c.event[te].sum()))
+    logger.info("  %-20s C-index %.3f (%.1fs)", name, metrics["c_index"], seconds)
+    cut = risk_group_cutoffs(r_tr, cfg.risk_groups)
+    pred = pd.DataFrame(
+        {
+            "id": c.df["id"].astype(str).to_numpy()[te],
+            "repeat": rep,
+            "fold": k,
+            "mode": name,
+            "risk": r_te,
+            "group": risk_groups(r_te, cutoffs=cut),
+            "time": c.time[te],
+            "event": c.event[te],
+            **{f"surv@{t:g}": surv[:, j] for j, t in enumerate(times)},
+        }
+    )
+    return row, pred
+
+
+FOLD_COLUMNS = [
+    "repeat",
+    "fold",
+    "mode",
+    "c_index",
+    "uno_c",
+    "ibs",
+    "auc",
+    "seconds",
+    "n_train",
+    "n_test",
+    "events_test",
+]
 
 
 def cross_validate(
@@ -236,7 +326,8 @@ def cross_validate(
     Args:
         df: the cohort with ``id``, ``time``, ``event`` and clinical columns (see
             :func:`duplus.data.hecktor.read_clinical_csv`).
-        texts: EHR texts, one per row (for ``ehr``/``both``).
+        texts: EHR texts, one per row (for ``ehr``/``ehr-text``/``both``; ``ehr`` and ``both``
+            also run on the clinical columns alone without them).
         image_feats: ``(N, F)`` image features (for ``image``/``both``).
         cfg: model/training settings; ``folds``, ``repeats`` and ``seed`` set the splits.
         modes: DuPLUS modes to evaluate; those whose inputs are absent are skipped (logged).
@@ -244,149 +335,126 @@ def cross_validate(
             ``tumour_volume`` added (``cox_clinical+volume``).
         tumour_volume: ``(N,)`` tumour volumes (ml), optional.
         text_encoder_factory: returns a fresh base text encoder per model (default: load
-            ``cfg.text_encoder`` once and deep-copy it). The outputs of its frozen layers are
-            computed once and shared by every model, so it must hand out copies of one encoder.
+            ``cfg.text_encoder`` once and deep-copy it). Frozen-layer outputs and frozen
+            embeddings are computed once and shared by every model, so it must hand out copies of
+            one encoder.
         return_predictions: also return the out-of-fold risks.
 
     Returns:
-        Per-fold results with columns ``repeat, fold, mode, c_index, n_train, n_test, events_test``;
-        with ``return_predictions``, also ``(id, repeat, fold, mode, risk, group, time, event)``
-        where ``group`` uses cut-offs from the training fold's risks (0 = low risk).
+        Per-fold results (:data:`FOLD_COLUMNS`: Harrell's and Uno's C, integrated Brier score,
+        mean time-dependent AUC, seconds); with ``return_predictions``, also ``(id, repeat, fold,
+        mode, risk, group, time, event, surv@<t>...)`` where ``group`` uses cut-offs from the
+        training fold's risks (0 = low risk).
 
     Raises:
         InputError: a cohort without events (C-index undefined), or inputs of the wrong length.
     """
     check_survival_cohort(df)
     n = len(df)
-    for mode in modes:
-        if mode not in MODES:
-            raise ConfigError(f"unknown prognosis mode {mode!r}; expected one of {', '.join(MODES)}")
     if texts is not None and len(texts) != n:
         raise InputError(None, f"{len(texts)} EHR texts for {n} patients")
     if image_feats is not None and len(image_feats) != n:
         raise InputError(None, f"{len(image_feats)} image feature rows for {n} patients")
-    run_modes = []
-    for mode in modes:
-        need_text, need_image = _needs(mode)
-        if (need_text and texts is None) or (need_image and image_feats is None):
-            logger.warning(
-                "mode '%s' skipped: no %s",
-                mode,
-                "EHR texts" if need_text and texts is None else "image features",
-            )
-            continue
-        run_modes.append(mode)
+    run_modes = _runnable_modes(modes, texts, image_feats)
     if not run_modes and not baseline:
         raise ConfigError("nothing to cross-validate: no mode has its inputs and the baseline is off")
-    factory = text_encoder_factory or _base_encoder_factory(cfg)
-    template = cfg.ehr or EHRTemplate()
-    time = df["time"].to_numpy(dtype=float)
-    event = df["event"].to_numpy(dtype=int)
-    ids = df["id"].astype(str).to_numpy()
+    c = _Cohort(
+        df,
+        texts,
+        image_feats,
+        df["time"].to_numpy(dtype=float),
+        df["event"].to_numpy(dtype=int),
+        cfg.ehr or EHRTemplate(),
+        text_encoder_factory or _base_encoder_factory(cfg),
+        {},
+    )
     rows: list[dict[str, Any]] = []
     preds: list[pd.DataFrame] = []
-    text_memo: dict[tuple[str, int, int], TextStates] = {}
-    total = cfg.repeats * cfg.folds
     for rep in range(cfg.repeats):
-        folds = stratified_kfold(event, cfg.folds, seed=cfg.seed + rep)
-        for k, test_idx in enumerate(folds):
-            train_idx = np.setdiff1d(np.arange(n), test_idx)
+        for k, te in enumerate(stratified_kfold(c.event, cfg.folds, seed=cfg.seed + rep)):
+            tr = np.setdiff1d(np.arange(n), te)
             logger.info(
-                "cross-validation: repeat %d, fold %d (%d/%d)", rep + 1, k + 1, rep * cfg.folds + k + 1, total
+                "cross-validation: repeat %d, fold %d (%d/%d)",
+                rep + 1,
+                k + 1,
+                rep * cfg.folds + k + 1,
+                cfg.repeats * cfg.folds,
             )
-            results: dict[str, tuple[np.ndarray, np.ndarray]] = {}
-            for mode in run_modes:
-                mcfg = dataclasses.replace(cfg, mode=mode, seed=cfg.seed + 1000 * rep + k)
-                need_text, need_image = _needs(mode)
-                model = build_prognosis_model(
-                    mcfg,
-                    image_dim=image_feats.shape[1] if need_image and image_feats is not None else None,
-                    text_encoder=factory() if need_text else None,
-                )
-                tr_texts = [texts[i] for i in train_idx] if need_text and texts is not None else None
-                te_texts = [texts[i] for i in test_idx] if need_text and texts is not None else None
-                tr_feats = image_feats[train_idx] if need_image and image_feats is not None else None
-                te_feats = image_feats[test_idx] if need_image and image_feats is not None else None
-                states = _cohort_text_states(model, texts, text_memo) if need_text and texts else None
-                tr_states = states.subset(train_idx) if states is not None else None
-                te_states = states.subset(test_idx, with_draws=False) if states is not None else None
-                fit_prognosis(
-                    model, tr_texts, tr_feats, time[train_idx], event[train_idx], mcfg, text_states=tr_states
-                )
-                results[mode] = (
-                    predict_risk(model, tr_texts, tr_feats, text_states=tr_states),
-                    predict_risk(model, te_texts, te_feats, text_states=te_states),
-                )
-                del model
-            if baseline:
-                x_tr, x_te = build_tabular_design(df.iloc[train_idx], df.iloc[test_idx], template)
-                designs = {BASELINE: (x_tr, x_te)}
-                if tumour_volume is not None:
-                    vol = np.asarray(tumour_volume, dtype=float)
-                    designs[BASELINE_VOLUME] = (
-                        x_tr.assign(tumour_volume=np.log1p(vol[train_idx])),
-                        x_te.assign(tumour_volume=np.log1p(vol[test_idx])),
-                    )
-                for name, (a, b) in designs.items():
-                    try:
-                        r_tr, r_te = fit_cox_baseline(
-                            a, time[train_idx], event[train_idx], b, cfg.baseline_penalizer
-                        )
-                    except Exception as exc:  # noqa: BLE001 - lifelines convergence/linear-algebra failures
-                        logger.warning(
-                            "baseline %s failed on repeat %d fold %d: %s", name, rep + 1, k + 1, exc
-                        )
-                        continue
-                    results[name] = (r_tr, r_te)
-            for name, (r_tr, r_te) in results.items():
-                c = _c_or_nan(time[test_idx], r_te, event[test_idx])
-                rows.append(
-                    {
-                        "repeat": rep,
-                        "fold": k,
-                        "mode": name,
-                        "c_index": c,
-                        "n_train": int(train_idx.size),
-                        "n_test": int(test_idx.size),
-                        "events_test": int(event[test_idx].sum()),
-                    }
-                )
-                logger.info("  %-20s C-index %.3f", name, c)
-                if return_predictions:
-                    cut = risk_group_cutoffs(r_tr, cfg.risk_groups)
-                    preds.append(
-                        pd.DataFrame(
-                            {
-                                "id": ids[test_idx],
-                                "repeat": rep,
-                                "fold": k,
-                                "mode": name,
-                                "risk": r_te,
-                                "group": risk_groups(r_te, cutoffs=cut),
-                                "time": time[test_idx],
-                                "event": event[test_idx],
-                            }
-                        )
-                    )
-    result = pd.DataFrame(
-        rows, columns=["repeat", "fold", "mode", "c_index", "n_train", "n_test", "events_test"]
-    )
+            for name, risks, seconds in _fold_fits(
+                c, cfg, run_modes, (rep, k, tr, te), baseline, tumour_volume
+            ):
+                row, pred = _fold_record(name, c, cfg, (rep, k, tr, te), risks, seconds)
+                rows.append(row)
+                preds.append(pred)
+    result = pd.DataFrame(rows, columns=FOLD_COLUMNS)
     if return_predictions:
         return result, (pd.concat(preds, ignore_index=True) if preds else pd.DataFrame())
     return result
 
 
+def _fold_fits(
+    c: _Cohort,
+    cfg: PrognosisConfig,
+    modes: Sequence[str],
+    where: tuple[int, int, np.ndarray, np.ndarray],
+    baseline: bool,
+    tumour_volume: np.ndarray | None,
+) -> list[tuple[str, tuple[np.ndarray, np.ndarray], float]]:
+    """``(name, (train risks, test risks), seconds)`` of every mode and baseline on one fold."""
+    import time as _time
+
+    rep, k, tr, te = where
+    out = []
+    for mode in modes:
+        mcfg = dataclasses.replace(cfg, mode=mode, seed=cfg.seed + 1000 * rep + k)
+        start = _time.perf_counter()
+        fit = _fit_linear_mode if mcfg.is_linear else _fit_neural_mode
+        risks = fit(mode, c, mcfg, tr, te)
+        out.append((mode, risks, _time.perf_counter() - start))
+    if baseline:
+        start = _time.perf_counter()
+        fits = _baseline_fits(c, cfg, tr, te, tumour_volume)
+        out += [(name, r, (_time.perf_counter() - start) / len(fits)) for name, r in fits.items()]
+    return out
+
+
 def summarise_cv(folds: pd.DataFrame) -> pd.DataFrame:
-    """Mean ± sd of the per-fold C-index per mode (``mode, mean, sd, n_folds, text``)."""
+    """Mean ± sd over folds per mode: ``mode, mean, sd, n_folds, text`` for Harrell's C, and
+    ``<metric>_mean``, ``<metric>_sd`` for Uno's C, IBS, AUC and seconds when present."""
     rows = []
     for mode, g in folds.groupby("mode", sort=False):
         c = g["c_index"].dropna().to_numpy()
         mean = float(c.mean()) if c.size else float("nan")
         sd = float(c.std(ddof=1)) if c.size > 1 else float("nan")
-        rows.append(
-            {"mode": mode, "mean": mean, "sd": sd, "n_folds": int(c.size), "text": f"{mean:.3f} ± {sd:.3f}"}
+        row: dict[str, Any] = {"mode": mode, "mean": mean, "sd": sd, "n_folds": int(c.size)}
+        row["text"] = f"{mean:.3f} ± {sd:.3f}"
+        for m in ("uno_c", "ibs", "auc", "seconds"):
+            if m in g:
+                v = g[m].dropna().to_numpy()
+                row[f"{m}_mean"] = float(v.mean()) if v.size else float("nan")
+                row[f"{m}_sd"] = float(v.std(ddof=1)) if v.size > 1 else float("nan")
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def bootstrap_summary(preds: pd.DataFrame, cfg: PrognosisConfig) -> dict[str, dict[str, tuple[float, float]]]:
+    """Bootstrap CIs per mode of the first repeat's pooled out-of-fold predictions."""
+    from duplus.prognosis.evaluation import bootstrap_ci
+
+    out = {}
+    cols = [c for c in preds.columns if c.startswith("surv@")]
+    times = np.array([float(c.split("@", 1)[1]) for c in cols])
+    for mode, g in preds[preds["repeat"] == 0].groupby("mode", sort=False):
+        out[str(mode)] = bootstrap_ci(
+            g["time"].to_numpy(float),
+            g["event"].to_numpy(int),
+            g["risk"].to_numpy(float),
+            g[cols].to_numpy(float),
+            times,
+            n_boot=cfg.bootstrap,
+            seed=cfg.seed,
         )
-    return pd.DataFrame(rows, columns=["mode", "mean", "sd", "n_folds", "text"])
+    return out
 
 
 def train_and_predict(
@@ -498,16 +566,41 @@ def write_predictions(path: str | Path, ids: Sequence[str], risk: np.ndarray) ->
     return Path(path)
 
 
-def _write_markdown(path: Path, summary: pd.DataFrame, cfg: PrognosisConfig, n: int, events: int) -> None:
+def _write_markdown(
+    path: Path,
+    summary: pd.DataFrame,
+    cfg: PrognosisConfig,
+    n: int,
+    events: int,
+    cis: dict[str, dict[str, tuple[float, float]]],
+) -> None:
+    """``cv_summary.md``: mean ± sd over folds, and bootstrap 95% CIs (first repeat, pooled)."""
+
+    def cell(r: Any, m: str) -> str:
+        mean, sd = (r.mean, r.sd) if m == "c_index" else (getattr(r, f"{m}_mean"), getattr(r, f"{m}_sd"))
+        lo, hi = cis.get(r.mode, {}).get(m, (float("nan"), float("nan")))
+        ci = f" [{lo:.3f}, {hi:.3f}]" if np.isfinite(lo) else ""
+        return f"{mean:.3f} ± {sd:.3f}{ci}"
+
     lines = [
         "# Prognosis cross-validation",
         "",
         f"{n} patients, {events} events; {cfg.folds}-fold stratified CV x {cfg.repeats} repeat(s), seed {cfg.seed}.",
+        "All figures are out-of-fold (test folds): mean ± sd over folds"
+        + (
+            f", [95% bootstrap CI, {cfg.bootstrap} resamples of the first repeat's pooled predictions]."
+            if cis
+            else "."
+        ),
+        "IBS: integrated Brier score (lower is better), survival from a Breslow baseline of each training fold;",
+        "AUC: mean cumulative/dynamic AUC at the 10th-80th percentiles of the event times.",
         "",
-        "| mode | C-index (mean ± sd) | folds |",
-        "|---|---|---|",
+        "| mode | Harrell's C | Uno's C | IBS | AUC(t) | s/fold | folds |",
+        "|---|---|---|---|---|---|---|",
     ]
-    lines += [f"| {r.mode} | {r.text} | {r.n_folds} |" for r in summary.itertuples()]
+    for r in summary.itertuples():
+        metrics = " | ".join(cell(r, m) for m in ("c_index", "uno_c", "ibs", "auc"))
+        lines.append(f"| {r.mode} | {metrics} | {r.seconds_mean:.1f} | {r.n_folds} |")
     write_text_atomic(path, "\n".join(lines) + "\n")
 
 
@@ -562,12 +655,19 @@ def run_prognosis_cv(
         df, texts, feats, cfg, modes, baseline=baseline, tumour_volume=vol, return_predictions=True
     )
     summary = summarise_cv(folds)
+    cis = bootstrap_summary(preds, cfg) if cfg.bootstrap > 0 and len(preds) else {}
     write_text_atomic(out / "cv_folds.csv", folds.to_csv(index=False))
     write_text_atomic(out / "cv_predictions.csv", preds.to_csv(index=False))
     write_text_atomic(out / "cv_summary.csv", summary.to_csv(index=False))
-    _write_markdown(out / "cv_summary.md", summary, cfg, len(df), int(df["event"].sum()))
+    _write_markdown(out / "cv_summary.md", summary, cfg, len(df), int(df["event"].sum()), cis)
     metrics = {
-        r.mode: {"c_index_mean": r.mean, "c_index_sd": r.sd, "n_folds": r.n_folds}
+        r.mode: {
+            "c_index_mean": r.mean,
+            "c_index_sd": r.sd,
+            "n_folds": r.n_folds,
+            **{k: v for k, v in r._asdict().items() if k.endswith(("_mean", "_sd"))},
+            "bootstrap_ci95": {m: list(v) for m, v in cis.get(r.mode, {}).items()},
+        }
         for r in summary.itertuples()
     }
     if plot and len(preds):
@@ -606,6 +706,8 @@ def run_prognosis_train(
         raise ConfigError(f"prognosis mode '{cfg.mode}' needs image features (--features)")
     time = df["time"].to_numpy(dtype=float)
     event = df["event"].to_numpy(dtype=int)
+    if cfg.is_linear:
+        return _train_linear(out, df, cfg, texts, feats)
     model, _, history = train_and_predict(texts if need_text else None, feats, time, event, cfg)
     risk = predict_risk(model, texts if need_text else None, feats if need_image else None)
     cut = risk_group_cutoffs(risk, cfg.risk_groups)
@@ -637,8 +739,9 @@ def run_prognosis_predict(
         features: image features ``.npz`` for models that use images.
         id_col: the id column of a CSV; the output column is always ``PatientID``.
     """
-    model, meta = load_prognosis(model_dir)
-    cfg = model.cfg
+    from duplus.prognosis.model import load_prognosis_config
+
+    cfg = load_prognosis_config(model_dir)
     data = Path(data)
     if data.is_dir():
         df = read_hecktor_clinical(data, split=split)
@@ -652,8 +755,12 @@ def run_prognosis_predict(
         if features is None:
             raise ConfigError(f"the model ({cfg.mode}) needs image features (--features)")
         feats, _, _ = load_image_features(features, ids)
-    with torch.no_grad():
-        risk = predict_risk(model, texts, feats)
+    if cfg.is_linear:
+        risk, meta = _predict_linear(model_dir, cfg, df, texts, feats)
+    else:
+        model, meta = load_prognosis(model_dir)
+        with torch.no_grad():
+            risk = predict_risk(model, texts, feats)
     logger.info(
         "predicted %d risks with the %s model (trained on %s patients)",
         len(ids),
@@ -661,3 +768,49 @@ def run_prognosis_predict(
         meta.get("n_train"),
     )
     return write_predictions(out_csv, ids, risk)
+
+
+def _train_linear(
+    out: Path, df: pd.DataFrame, cfg: PrognosisConfig, texts: list[str], feats: np.ndarray | None
+) -> Path:
+    """``train`` of an ``ehr`` / ``both`` model: the linear Cox head on every patient."""
+    from duplus.prognosis.linear import Blocks, fit_linear_cox, save_linear_cox
+
+    time = df["time"].to_numpy(dtype=float)
+    event = df["event"].to_numpy(dtype=int)
+    emb = _cohort_embeddings(texts, _base_encoder_factory(cfg), {})
+    blocks = Blocks(df, emb, feats if cfg.mode == "both" else None)
+    template = cfg.ehr or EHRTemplate()
+    model = fit_linear_cox(blocks, time, event, template, cfg.linear_settings())
+    risk = model.risk(blocks)
+    folder = out / "model"
+    folder.mkdir(parents=True, exist_ok=True)
+    save_config(cfg, folder / "prognosis_config.yaml")
+    cut = risk_group_cutoffs(risk, cfg.risk_groups)
+    save_linear_cox(model, folder, meta={"n_train": len(df), "risk_cutoffs": [float(c) for c in cut]})
+    write_json_atomic(
+        out / "metrics.json",
+        {
+            "train_c_index_in_sample": concordance_index(time, risk, event),
+            "n": len(df),
+            "inner_cv": model.inner_cv,
+        },
+    )
+    return folder
+
+
+def _predict_linear(
+    model_dir: str | Path,
+    cfg: PrognosisConfig,
+    df: pd.DataFrame,
+    texts: list[str] | None,
+    feats: np.ndarray | None,
+) -> tuple[np.ndarray, dict[str, Any]]:
+    """Risks of a saved ``ehr`` / ``both`` model."""
+    from duplus.prognosis.linear import Blocks, load_linear_cox
+
+    model, meta = load_linear_cox(model_dir, cfg.ehr or EHRTemplate())
+    emb = None
+    if model.design.text is not None and model.design.text_scale != 0 and texts is not None:
+        emb = _cohort_embeddings(texts, _base_encoder_factory(cfg), {})
+    return model.risk(Blocks(df, emb, feats)), meta

@@ -31,6 +31,7 @@ __all__ = [
     "EHRTemplate",
     "hecktor_template",
     "is_missing",
+    "category_key",
     "record_to_text",
     "records_to_texts",
     "resolve_columns",
@@ -59,6 +60,10 @@ class EHRTemplate:
         missing: the word for a missing value.
         float_digits: decimals of numeric values.
         separator: between fields; the text ends with the separator's punctuation.
+        text_columns: free-text columns (clinical notes): written into the record text when the
+            table has them (also beside an explicit ``columns`` list), never one-hot encoded.
+        max_chars: a longer value (free-text notes) is cut to this many characters (logged); the
+            text encoder reads at most ``max_length`` tokens of the whole record anyway.
     """
 
     columns: list[str] | None = None
@@ -70,12 +75,14 @@ class EHRTemplate:
     missing: str = "unknown"
     float_digits: int = 0
     separator: str = ". "
+    text_columns: list[str] = field(default_factory=lambda: ["Notes", "Clinical notes", "notes"])
+    max_chars: int = 2000
 
     def __post_init__(self) -> None:
         if self.float_digits < 0:
             raise ValueError(f"float_digits must be >= 0, got {self.float_digits}")
         self.categorical_maps = {
-            str(col): {_key(k): str(v) for k, v in mapping.items()}
+            str(col): {category_key(k): str(v) for k, v in mapping.items()}
             for col, mapping in self.categorical_maps.items()
         }
 
@@ -118,7 +125,7 @@ def hecktor_template() -> EHRTemplate:
     )
 
 
-def _key(value: Any) -> str:
+def category_key(value: Any) -> str:
     """The string key of a categorical value: integral numbers lose their ``.0``."""
     if isinstance(value, bool):
         return str(int(value))
@@ -159,7 +166,10 @@ def _format_number(x: float, digits: int) -> str:
 def resolve_columns(available: Iterable[str], template: EHRTemplate) -> list[str]:
     """The fields a template writes for a table with columns ``available``."""
     if template.columns is not None:
-        return list(template.columns)
+        present = set(available)
+        return list(template.columns) + [
+            c for c in template.text_columns if c in present and c not in template.columns
+        ]
     exclude = set(template.exclude)
     return [c for c in available if c not in exclude]
 
@@ -200,8 +210,12 @@ def record_to_text(
             parts.append(f"{name}: {text} {unit}" if unit else f"{name}: {text}")
             continue
         mapping = template.categorical_maps.get(col)
-        key = _key(value)
+        key = category_key(value)
         text = mapping.get(key, key) if mapping else key
+        if len(text) > template.max_chars:
+            text = text[: template.max_chars].rstrip() + "..."
+        if col in template.text_columns:
+            text = text.strip().rstrip(".")  # the separator ends the sentence
         parts.append(f"{name}: {text}")
     end = template.separator.strip()
     return template.separator.join(parts) + end
@@ -230,13 +244,18 @@ def records_to_texts(
                 f"(columns present: {', '.join(map(str, df.columns))})",
             )
     unmapped: dict[str, set[str]] = {}
+    for col in resolve_columns(df.columns, template):
+        if col in df and df[col].astype(str).str.len().max() > template.max_chars:
+            logger.info(
+                "EHR column '%s': values over %d characters are cut to that length", col, template.max_chars
+            )
     texts = []
     for i, (_, row) in enumerate(df.iterrows(), start=1):
         label = f"row {i}" + (f" ({id_col} {row[id_col]})" if id_col in df.columns else "")
         texts.append(record_to_text(row.to_dict(), template, source=source, row_label=label))
         for col, mapping in template.categorical_maps.items():
-            if col in row.index and not is_missing(row[col]) and _key(row[col]) not in mapping:
-                unmapped.setdefault(col, set()).add(_key(row[col]))
+            if col in row.index and not is_missing(row[col]) and category_key(row[col]) not in mapping:
+                unmapped.setdefault(col, set()).add(category_key(row[col]))
     for col, values in unmapped.items():
         logger.info("EHR column '%s': value(s) %s have no mapping; written as they are", col, sorted(values))
     return texts
@@ -247,7 +266,7 @@ def _normalise_keys(data: dict) -> dict:
     maps = data.get("categorical_maps")
     if isinstance(maps, dict):
         data["categorical_maps"] = {
-            str(c): ({_key(k): v for k, v in m.items()} if isinstance(m, dict) else m)
+            str(c): ({category_key(k): v for k, v in m.items()} if isinstance(m, dict) else m)
             for c, m in maps.items()
         }
     return data

@@ -6,8 +6,10 @@
                                                                                 +--> fusion MLP --> risk
     image features (F,) --standardise--> MLP --> h_image (hidden,)            -+
 
-``mode`` selects the branches for the ablation the paper calls out: ``"image"``, ``"ehr"`` or
-``"both"``. Training minimises the Cox negative partial log-likelihood (the risk set is the batch,
+``mode`` selects the branches: ``"ehr-text"`` (the paper's text path) and ``"image"`` run this
+neural head; ``"ehr"`` and ``"both"`` (clinical columns + text [+ image]) run the linear Cox head
+of :mod:`duplus.prognosis.linear` (cross-validation and training dispatch on
+:attr:`PrognosisConfig.is_linear`). Training minimises the Cox negative partial log-likelihood (the risk set is the batch,
 so batches are large; by default the whole training set). Only the LoRA adapters and the small
 heads are trained and saved; the base text encoder on disk is never written.
 
@@ -22,7 +24,7 @@ import copy
 import logging
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +49,9 @@ from duplus.prognosis.text_states import (
 
 __all__ = [
     "MODES",
+    "LINEAR_MODES",
+    "PRESETS",
+    "apply_preset",
     "PrognosisConfig",
     "PrognosisModel",
     "build_prognosis_model",
@@ -60,7 +65,14 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-MODES = ("image", "ehr", "both")
+MODES = ("image", "ehr", "ehr-text", "both")
+LINEAR_MODES = ("ehr", "both")  # the linear Cox head on [structure | text | image]: duplus.prognosis.linear
+PRESETS: dict[str, dict[str, Any]] = {
+    # a frozen text encoder: its embeddings are computed once per cohort (seconds per fold on a CPU)
+    "cpu": {"lora_r": 0},
+    # the paper's text path: LoRA r=32, alpha 128, dropout 0.2 on every layer (hours per CV on a CPU)
+    "paper": {"lora_r": 32, "lora_alpha": 128.0, "lora_dropout": 0.2, "lora_targets": None, "epochs": 20},
+}
 CONFIG_FILE = "prognosis_config.yaml"
 HEAD_FILE = "prognosis_head.pt"
 ADAPTER_FILE = "text_adapter.pt"
@@ -72,9 +84,12 @@ class PrognosisConfig:
     """Prognosis model, training and cross-validation settings.
 
     Attributes:
-        mode: ``image`` | ``ehr`` | ``both``.
+        mode: ``ehr`` (clinical columns + the record as text, linear Cox head), ``ehr-text`` (the
+            record as text only, the paper's text path), ``image`` (image features) or ``both``
+            (clinical columns + text + image features, linear Cox head).
         text_encoder, pooling, max_length: the EHR text encoder (see :class:`duplus.text.encoder.TextEncoder`).
-        lora_r: LoRA rank on the text encoder; 0 keeps it frozen (embeddings computed once).
+        lora_r: LoRA rank on the text encoder (``ehr-text``); 0 keeps it frozen (embeddings
+            computed once). The default is the ``cpu`` preset's 0; ``paper`` uses 32.
         lora_alpha, lora_dropout: LoRA scaling numerator and dropout (authors: 32 / 128 / 0.2).
         lora_targets: LoRA target modules (names, or one regex); ``None`` =
             :func:`duplus.adapt.lora.default_target_modules`
@@ -92,6 +107,11 @@ class PrognosisConfig:
         folds, repeats: k-fold cross-validation, repeated with different splits.
         risk_groups: groups of the Kaplan-Meier plot (2 = median split).
         baseline_penalizer: L2 penalty of the lifelines Cox baseline on the tabular data.
+        alphas, text_scales, image_scales, text_components, image_components, inner_folds: the
+            linear Cox head (:class:`duplus.prognosis.linear.LinearCoxSettings`): ridge penalties
+            per patient and block scales tried by inner CV, PCA components of the text and image
+            blocks.
+        bootstrap: bootstrap resamples of the CIs in ``cv_summary.md`` (0 = none).
         ehr: how records become text; ``None`` = the HECKTOR preset for HECKTOR data, else every
             column. The resolved template is stored with the run.
     """
@@ -100,7 +120,7 @@ class PrognosisConfig:
     text_encoder: str = "default"
     pooling: str = "auto"
     max_length: int = 128
-    lora_r: int = 32
+    lora_r: int = 0
     lora_alpha: float = 128.0
     lora_dropout: float = 0.2
     lora_targets: list[str] | str | None = None
@@ -119,6 +139,13 @@ class PrognosisConfig:
     repeats: int = 1
     risk_groups: int = 2
     baseline_penalizer: float = 0.1
+    alphas: list[float] = field(default_factory=lambda: [1e-4, 1e-3, 3e-3, 1e-2, 3e-2, 0.1, 0.3])
+    text_scales: list[float] = field(default_factory=lambda: [0.0, 0.5, 1.0])
+    image_scales: list[float] = field(default_factory=lambda: [0.0, 0.5, 1.0])
+    text_components: int = 8
+    image_components: int = 8
+    inner_folds: int = 5
+    bootstrap: int = 200
     ehr: EHRTemplate | None = None
 
     def __post_init__(self) -> None:
@@ -140,11 +167,40 @@ class PrognosisConfig:
 
     @property
     def uses_text(self) -> bool:
-        return self.mode in ("ehr", "both")
+        return self.mode in ("ehr", "ehr-text", "both")
+
+    @property
+    def is_linear(self) -> bool:
+        """The linear Cox head (:mod:`duplus.prognosis.linear`) rather than the neural one."""
+        return self.mode in LINEAR_MODES
+
+    def linear_settings(self) -> Any:
+        from duplus.prognosis.linear import LinearCoxSettings
+
+        return LinearCoxSettings(
+            alphas=tuple(self.alphas),
+            text_scales=tuple(self.text_scales),
+            image_scales=tuple(self.image_scales),
+            text_components=self.text_components,
+            image_components=self.image_components,
+            inner_folds=self.inner_folds,
+            seed=self.seed,
+        )
 
     @property
     def uses_image(self) -> bool:
         return self.mode in ("image", "both")
+
+
+def apply_preset(cfg: PrognosisConfig, preset: str, device: str = "cpu") -> PrognosisConfig:
+    """Set the text path's settings of ``preset`` (``cpu`` | ``paper`` | ``auto``: paper on a GPU)."""
+    if preset == "auto":
+        preset = "cpu" if str(device).startswith("cpu") else "paper"
+    if preset not in PRESETS:
+        raise ConfigError(f"unknown preset {preset!r}; expected cpu, paper or auto")
+    for key, value in PRESETS[preset].items():
+        setattr(cfg, key, value)
+    return cfg
 
 
 def _mlp(in_dim: int, hidden: int, dropout: float) -> nn.Sequential:

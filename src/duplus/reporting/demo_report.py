@@ -267,7 +267,12 @@ def _prognosis_section(p: dict) -> list[str]:
         return lines + ["_not run_", ""]
     lines += [
         f"**{TEST_TAG}**: cross-validated C-indices on a cohort drawn from the test seed; no prognosis "
-        "setting was chosen on it (they were chosen on cohorts of the training seed).",
+        "setting was chosen on it (they were chosen on cohorts of the training seed, or by inner CV "
+        "on each training fold).",
+        "",
+        "`ehr-text`: the record as text only (the paper's path); `ehr`: text + clinical columns; "
+        "`(no notes)`: without the free-text notes column; image features pooled in the `given` "
+        "(ground-truth) tumour masks or in the segmentation model's own `predicted` masks.",
         "",
     ]
     if p.get("markdown"):

@@ -11,6 +11,12 @@ Recurrence-free survival follows a KNOWN Weibull proportional-hazards model::
     hazard h(t | x) = (k / lam) * (t / lam) ** (k - 1) * exp(eta),   k = 1.2, lam = 3000 days
     censoring C ~ Uniform(300, 2500) days, independent; RFS = min(T, C), Relapse = [T <= C]
 
+The clinical CSV also has a free-text ``Notes`` column: a few sentences in varied wording, drawn
+from a separate random stream (so the survival times do not depend on it), that restate the
+patient's latent smoking, HPV and performance status, often where the structured cell is empty
+(see :func:`clinical_note`). It adds no term to the hazard; it carries signal the structured
+columns lose to missing cells.
+
 ``z(v) = (v - mean) / sd`` with the fixed constants :data:`COHORT_STANDARDISATION` (volumes
 below 0.05 ml count as 0.05 ml). The EHR signal is mostly categorical (HPV, smoking, performance
 status) plus age, since the EHR is read by a text encoder; the CSV has empty cells for some missing
@@ -196,6 +202,51 @@ def _clinical_row(pid: str, ehr: dict[str, Any], rng: np.random.Generator) -> di
     }
 
 
+_SMOKER_NOTES = (
+    "Current smoker, {n} pack-years.",
+    "Smokes about {k} cigarettes a day.",
+    "Heavy smoker since youth.",
+)
+_NON_SMOKER_NOTES = ("Never smoked.", "Non-smoker.", "No history of tobacco use.")
+_HPV_NOTES = {
+    1: ("p16 positive on biopsy.", "HPV-associated carcinoma."),
+    0: ("p16 negative.", "HPV-negative tumour."),
+}
+_PS_NOTES = (
+    ("Fully active, no restrictions.", "Works full time."),
+    ("Restricted in strenuous activity but ambulatory.", "Tires easily, light work only."),
+    ("Ambulatory and capable of self-care, unable to work.", "Spends part of the day in bed."),
+)
+_FILLER_NOTES = (
+    "Presented with a neck mass.",
+    "Dysphagia for two months.",
+    "Referred by ENT.",
+    "Hoarseness.",
+)
+
+
+def clinical_note(ehr: dict[str, Any], rng: np.random.Generator) -> str:
+    """A free-text note restating smoking (80% of notes), HPV (60%) and performance status (60%)
+    in one of a few wordings each, with a filler sentence; the order is shuffled."""
+
+    def pick(options: Sequence[str]) -> str:
+        return str(options[int(rng.integers(len(options)))])
+
+    parts = [pick(_FILLER_NOTES)]
+    if rng.random() < 0.8:
+        parts.append(
+            pick(_SMOKER_NOTES if ehr["smoker"] else _NON_SMOKER_NOTES).format(
+                n=int(rng.integers(10, 60)), k=int(rng.integers(5, 40))
+            )
+        )
+    if rng.random() < 0.6:
+        parts.append(pick(_HPV_NOTES[int(ehr["hpv_positive"])]))
+    if rng.random() < 0.6:
+        parts.append(pick(_PS_NOTES[int(ehr["performance_status"])]))
+    order = rng.permutation(len(parts))
+    return " ".join(parts[j] for j in order)
+
+
 def _patient(
     test_seed: int, i: int, shape: tuple[int, int, int]
 ) -> tuple[PhantomCase, dict[str, Any], dict[str, Any]]:
@@ -208,6 +259,7 @@ def _patient(
     rng = np.random.default_rng(case_seed(test_seed, TEST_STREAM, 101, i))
     ehr = _draw_ehr(rng)
     row = _clinical_row(pid, ehr, rng)
+    row["Notes"] = clinical_note(ehr, np.random.default_rng(case_seed(test_seed, TEST_STREAM, 102, i)))
     cov = {
         "log_tumour_volume": math.log(max(case.info["tumour_volume_ml"], _MIN_VOLUME_ML)),
         "uptake": case.info["primary_uptake"],
@@ -234,6 +286,14 @@ def _patient(
     }
     truth |= {"Relapse": relapse, "RFS": rfs}
     return case, row, truth
+
+
+def cohort_rows(
+    test_seed: int, n: int, shape: tuple[int, int, int] = (24, 24, 24)
+) -> list[tuple[dict[str, Any], dict[str, Any]]]:
+    """``(clinical row, truth)`` of patients ``0..n-1`` without writing images (the endpoints are
+    in the truth; a small ``shape`` is enough: the anatomy does not depend on the grid)."""
+    return [_patient(test_seed, i, shape)[1:] for i in range(n)]
 
 
 def _csv_text(rows: list[dict[str, Any]]) -> str:
