@@ -889,7 +889,7 @@ def test_unexpected_failures_are_one_line_too(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     """A failing disk or a bug still ends in one stderr line (the traceback needs ``--verbose``)."""
-    import duplus.cli as cli
+    import duplus.cli.commands as cli
 
     def fail(args: Any) -> int:
         raise exc

@@ -465,7 +465,7 @@ def test_set_with_a_python_tag_is_refused(
 def test_library_warnings_stay_off_stderr_without_verbose(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
 ) -> None:
-    import duplus.cli as cli
+    import duplus.cli.commands as cli
 
     def noisy(args: Any) -> int:
         warnings.warn("numpy: Mean of empty slice", RuntimeWarning, stacklevel=1)

@@ -1,26 +1,13 @@
-"""The ``duplus`` command line: a thin layer that parses, builds a config and calls library code.
-
-Heavy libraries (torch, MONAI, transformers) are imported inside the command functions, so
-``duplus --help`` is instant. Every user error is a :class:`~duplus.errors.DuplusError`, printed as
-one line ``duplus: error: <file>: <problem>`` with exit status 2. An ``OSError`` (a full disk,
-permissions) is printed the same way with exit status 1, and so is any other exception (a bug);
-``--verbose`` shows their tracebacks.
-"""
+"""The ``duplus`` argument parser: one small function per sub-command."""
 
 from __future__ import annotations
 
 import argparse
-import logging
-import re
-import sys
-from collections.abc import Callable, Sequence
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 from duplus import __version__
-from duplus.errors import DuplusError
-
-logger = logging.getLogger("duplus")
+from duplus.cli import commands
 
 CHECKPOINT_HELP = (
     "checkpoint (.pt), model bundle (.duplus), run folder (checkpoint_best.pt, else checkpoint_last.pt) "
@@ -28,250 +15,6 @@ CHECKPOINT_HELP = (
 )
 
 
-# ---------------------------------------------------------------------- commands
-def _dataset_cases(text: str) -> tuple[str, int, int | None]:
-    """``TASK=TRAIN[,TEST]`` -> ``(TASK, TRAIN, TEST or None)``."""
-    name, sep, counts = text.partition("=")
-    parts = counts.split(",")
-    if not sep or not name or len(parts) > 2 or not all(p.strip().isdigit() for p in parts):
-        raise argparse.ArgumentTypeError(
-            f"expected TASK=TRAIN[,TEST], e.g. Task02_PhantomPancreasCT=96,24; got {text!r}"
-        )
-    return name, int(parts[0]), int(parts[1]) if len(parts) == 2 else None
-
-
-def cmd_make_phantoms(args: argparse.Namespace) -> int:
-    from duplus.data.phantoms import make_phantoms
-
-    if args.anatomy == "mni152":
-        return _make_synth_head(args)
-    if args.spacing is not None:
-        from duplus.errors import ConfigError
-
-        raise ConfigError("--spacing applies to --anatomy mni152 only (the phantoms' grid is --shape)")
-    out = make_phantoms(
-        Path(args.out),
-        cases=args.cases,
-        seed=args.seed,
-        test_seed=args.test_seed,
-        test_cases=args.test_cases,
-        dataset_cases={
-            name: (train, args.test_cases if test is None else test)
-            for name, train, test in args.dataset_cases or []
-        },
-        shape=args.shape,
-        cohort_cases=args.cohort,
-        workers=args.workers,
-        progress=not args.quiet,
-        overwrite=args.overwrite,
-        mri_appearance=args.mri_appearance,
-    )
-    for name, path in out.items():
-        print(f"{name}: {path}")
-    return 0
-
-
-def _make_synth_head(args: argparse.Namespace) -> int:
-    """``make-phantoms --anatomy mni152``: the synthetic head MRI dataset."""
-    from duplus.data.phantoms import make_synth_head
-    from duplus.errors import ConfigError
-
-    if args.cohort or args.dataset_cases or args.mri_appearance != "fixed":
-        raise ConfigError("--cohort, --dataset-cases and --mri-appearance apply to --anatomy phantoms only")
-    path = make_synth_head(
-        Path(args.out),
-        cases=args.cases,
-        seed=args.seed,
-        test_seed=args.test_seed,
-        test_cases=args.test_cases,
-        spacing=2.0 if args.spacing is None else args.spacing,
-        workers=args.workers,
-        progress=not args.quiet,
-        overwrite=args.overwrite,
-    )
-    print(f"{path.name}: {path}")
-    return 0
-
-
-def cmd_prepare(args: argparse.Namespace) -> int:
-    from duplus.config import PreprocessConfig, load_config
-    from duplus.data.prepared import prepare_dataset
-    from duplus.data.specs import load_dataset_spec
-
-    cfg = load_config(PreprocessConfig, args.config) if args.config else PreprocessConfig()
-    if args.spacing:
-        cfg.spacing = [float(s) for s in args.spacing]
-    cache = Path(args.out)
-    for spec_path in args.datasets:
-        spec = load_dataset_spec(Path(spec_path), modality=args.modality, region=args.region)
-        path = prepare_dataset(spec, cache, cfg, progress=not args.quiet, include_test=args.include_test)
-        print(f"{spec.name}: {len(spec.training)} training cases prepared in {path}")
-    return 0
-
-
-def cmd_train(args: argparse.Namespace) -> int:
-    from duplus.training.api import train
-
-    metrics = train(
-        config=args.config,
-        out=args.out,
-        resume=args.resume,
-        overrides=args.set or [],
-        progress=not args.quiet,
-    )
-    if metrics:
-        mean = metrics.get("dice/mean")
-        parts = [f"mean validation Dice {mean:.4f}"] if mean is not None else []
-        parts += [f"{k} {metrics[f'dice/{k}']:.4f}" for k in ("organs", "lesions") if f"dice/{k}" in metrics]
-        print("training finished" + ("; " + ", ".join(parts) if parts else ""))
-    return 0
-
-
-def cmd_segment(args: argparse.Namespace) -> int:
-    from duplus.api.segmentation import segment_files
-
-    written = segment_files(
-        args.input,
-        args.output,
-        args.targets,
-        modality=args.modality,
-        region=args.region,
-        checkpoint=args.checkpoint,
-        adapter=args.adapter,
-        ml=args.ml,
-        save_probabilities=args.save_probabilities,
-        overwrite=args.overwrite,
-        device=args.device,
-        overlap=args.overlap,
-        sw_batch_size=args.sw_batch_size,
-        tta=args.tta,
-        threshold=args.threshold,
-        allow_download=args.allow_download,
-        progress=not args.quiet,
-        fast=args.fast,
-        precision=args.precision,
-        series_uid=args.series_uid,
-        allow_uneven=args.allow_uneven,
-        output_type=args.output_type,
-        statistics=args.statistics,
-        preview=args.preview,
-        exact_prompts=args.exact_prompts,
-    )
-    print(f"{len(written)} output(s) written to {args.output}")
-    return 0
-
-
-def cmd_evaluate(args: argparse.Namespace) -> int:
-    from duplus.metrics.api import evaluate, summary_markdown
-
-    df = evaluate(
-        args.pred,
-        args.ref,
-        out=args.out,
-        labels=args.labels,
-        nsd_tolerance_mm=args.nsd_tolerance,
-        overwrite=args.overwrite,
-    )
-    print(summary_markdown(df))
-    print(f"per-case metrics: {Path(args.out) / 'metrics.csv'}")
-    return 0
-
-
-def cmd_adapt(args: argparse.Namespace) -> int:
-    from duplus.adapt.api import adapt_checkpoint
-    from duplus.adapt.report import summary_lines
-    from duplus.bundles.store import resolve_checkpoint
-
-    report = adapt_checkpoint(
-        resolve_checkpoint(args.checkpoint), args.config, args.out, merge=args.merge, progress=not args.quiet
-    )
-    for line in summary_lines(report):
-        print(line)
-    return 0
-
-
-def cmd_prognosis(args: argparse.Namespace) -> int:
-    from duplus.bundles.store import resolve_checkpoint
-    from duplus.prognosis.api import PrognosisRequest, run_prognosis_command
-
-    req = PrognosisRequest(
-        action=args.prognosis_command,
-        out=args.out,
-        hecktor=args.hecktor,
-        clinical=args.clinical,
-        id_col=args.id_col,
-        time_col=args.time_col,
-        event_col=args.event_col,
-        images=args.images,
-        checkpoint=str(resolve_checkpoint(args.checkpoint)) if args.checkpoint else None,
-        mode=args.mode,
-        modes=tuple(args.modes) if getattr(args, "modes", None) else None,
-        config=args.config,
-        folds=getattr(args, "folds", None),
-        repeats=getattr(args, "repeats", None),
-        model=getattr(args, "model", None),
-        preset=args.preset,
-        masks=args.masks,
-    )
-    print(run_prognosis_command(req))
-    return 0
-
-
-def cmd_export(args: argparse.Namespace) -> int:
-    from duplus.bundles.export import export_bundle
-    from duplus.bundles.store import resolve_checkpoint
-
-    path = export_bundle(resolve_checkpoint(args.checkpoint), args.output, dtype=args.dtype, name=args.name)
-    print(f"bundle written to {path} ({path.stat().st_size / 1e6:.2f} MB)")
-    return 0
-
-
-def cmd_import(args: argparse.Namespace) -> int:
-    from duplus.bundles.store import import_bundle
-
-    model = import_bundle(args.bundle, name=args.name, overwrite=args.overwrite)
-    print(
-        f"installed {model.card.get('kind', 'model')} {model.name!r} in {model.path.parent}; use it with -c {model.name}"
-    )
-    return 0
-
-
-def cmd_models(args: argparse.Namespace) -> int:
-    from duplus.bundles.store import list_models, models_dir
-
-    models = list_models()
-    if not models:
-        print(f"no models installed in {models_dir()} (duplus import BUNDLE installs one)")
-    for m in models:
-        card = m.card
-        where = "packaged" if m.packaged else "installed"
-        if card.get("kind") == "damaged":
-            print(f"{m.name}\t{where}\tdamaged: {card.get('error')}")
-            continue
-        dice = (card.get("validation") or {}).get("dice/mean")
-        what = (
-            f"preset {card.get('preset')}"
-            if card.get("kind") == "model"
-            else f"adapter for {str((card.get('base') or {}).get('sha256'))[:12]}"
-        )
-        print(
-            f"{m.name}\t{where}\t{what}\ttargets: {', '.join(card.get('targets', [])) or '-'}"
-            + (f"\tvalidation Dice {dice:.3f}" if isinstance(dice, int | float) else "")
-        )
-    return 0
-
-
-def cmd_demo(args: argparse.Namespace) -> int:
-    from duplus.demo import run_demo
-
-    report = run_demo(
-        Path(args.out), quick=args.quick, seed=args.seed, progress=not args.quiet, iterations=args.iterations
-    )
-    print(f"report written to {report}")
-    return 0
-
-
-# ---------------------------------------------------------------------- parser
 def _command(
     sub: Any, name: str, help_: str, func: Callable[[argparse.Namespace], int]
 ) -> argparse.ArgumentParser:
@@ -287,7 +30,7 @@ def _add_demo(sub: Any) -> None:
         sub,
         "demo",
         "embedded default: phantoms, training, prompted segmentation, experiments, report",
-        cmd_demo,
+        commands.cmd_demo,
     )
     p.add_argument("--out", default="runs/demo", help="run folder (default: runs/demo)")
     p.add_argument("--quick", action="store_true", help="smoke version, about 2 minutes")
@@ -302,7 +45,7 @@ def _add_make_phantoms(sub: Any) -> None:
         sub,
         "make-phantoms",
         "write the synthetic CT/MRI/PET phantom collection (MSD layout)",
-        cmd_make_phantoms,
+        commands.cmd_make_phantoms,
     )
     p.add_argument("out", help="output folder")
     p.add_argument("--cases", type=int, default=8, help="training cases per dataset")
@@ -310,7 +53,7 @@ def _add_make_phantoms(sub: Any) -> None:
     p.add_argument(
         "--dataset-cases",
         action="append",
-        type=_dataset_cases,
+        type=commands.dataset_cases,
         metavar="TASK=TRAIN[,TEST]",
         help="training (and held-out) cases of one dataset, e.g. Task02_PhantomPancreasCT=96,24; repeatable",
     )
@@ -360,7 +103,7 @@ def _add_prepare(sub: Any) -> None:
         sub,
         "prepare",
         "resample, normalise and cache datasets once (MSD, nnU-Net, YAML, HECKTOR)",
-        cmd_prepare,
+        commands.cmd_prepare,
     )
     p.add_argument("datasets", nargs="+", help="dataset.json files, dataset folders or YAML specs")
     p.add_argument("--out", required=True, help="cache folder")
@@ -373,7 +116,10 @@ def _add_prepare(sub: Any) -> None:
 
 def _add_train(sub: Any) -> None:
     p = _command(
-        sub, "train", "multi-dataset, partial-label training from a YAML config (torchrun for DDP)", cmd_train
+        sub,
+        "train",
+        "multi-dataset, partial-label training from a YAML config (torchrun for DDP)",
+        commands.cmd_train,
     )
     p.add_argument("--config", help="training YAML (see configs/)")
     p.add_argument("--out", help="run folder")
@@ -384,7 +130,7 @@ def _add_train(sub: Any) -> None:
 
 
 def _add_segment(sub: Any) -> None:
-    p = _command(sub, "segment", "segment NIfTI/DICOM images for targets named by text", cmd_segment)
+    p = _command(sub, "segment", "segment NIfTI/DICOM images for targets named by text", commands.cmd_segment)
     p.add_argument(
         "-i",
         "--input",
@@ -461,7 +207,9 @@ def _add_segment(sub: Any) -> None:
 
 
 def _add_evaluate(sub: Any) -> None:
-    p = _command(sub, "evaluate", "Dice, HD95 and NSD per case and target (CSV + Markdown)", cmd_evaluate)
+    p = _command(
+        sub, "evaluate", "Dice, HD95 and NSD per case and target (CSV + Markdown)", commands.cmd_evaluate
+    )
     p.add_argument("--pred", required=True, help="folder of predictions (per-target masks or --ml maps)")
     p.add_argument("--ref", required=True, help="folder of reference label maps or masks")
     p.add_argument("--labels", help="labels.json / dataset.json naming the reference label values")
@@ -474,7 +222,10 @@ def _add_evaluate(sub: Any) -> None:
 
 def _add_adapt(sub: Any) -> None:
     p = _command(
-        sub, "adapt", "parameter-efficient adaptation (frozen backbone, LoRA/head) to a new task", cmd_adapt
+        sub,
+        "adapt",
+        "parameter-efficient adaptation (frozen backbone, LoRA/head) to a new task",
+        commands.cmd_adapt,
     )
     p.add_argument("-c", "--checkpoint", required=True, help="base model: " + CHECKPOINT_HELP)
     p.add_argument("--config", required=True, help="adaptation YAML")
@@ -501,7 +252,7 @@ def _add_prognosis(sub: Any) -> None:
         sub,
         "prognosis",
         "survival risk from image + EHR (text + clinical columns): cv, train, predict",
-        cmd_prognosis,
+        commands.cmd_prognosis,
     )
     psub = p.add_subparsers(dest="prognosis_command", metavar="ACTION", required=True)
     modes = ("ehr", "ehr-text", "image", "both")
@@ -566,12 +317,15 @@ def _add_prognosis(sub: Any) -> None:
             q.add_argument("--repeats", type=int, help="repeats over seeds")
         if action == "predict":
             q.add_argument("--model", required=True, help="folder written by `duplus prognosis train`")
-    p.set_defaults(func=cmd_prognosis)
+    p.set_defaults(func=commands.cmd_prognosis)
 
 
 def _add_export(sub: Any) -> None:
     p = _command(
-        sub, "export", "write a checkpoint or adapter as one .duplus bundle with a model card", cmd_export
+        sub,
+        "export",
+        "write a checkpoint or adapter as one .duplus bundle with a model card",
+        commands.cmd_export,
     )
     p.add_argument("-c", "--checkpoint", required=True, help=CHECKPOINT_HELP + "; or an adapter file")
     p.add_argument("-o", "--output", required=True, help="bundle file to write (.duplus)")
@@ -589,7 +343,7 @@ def _add_import(sub: Any) -> None:
         sub,
         "import",
         "install a .duplus bundle under $DUPLUS_HOME/models/NAME (default ~/.duplus)",
-        cmd_import,
+        commands.cmd_import,
     )
     p.add_argument("bundle", help=".duplus file from `duplus export`")
     p.add_argument("--name", help="install under this name (default: the name in its card)")
@@ -597,7 +351,7 @@ def _add_import(sub: Any) -> None:
 
 
 def _add_models(sub: Any) -> None:
-    _command(sub, "models", "list installed and packaged models", cmd_models)
+    _command(sub, "models", "list installed and packaged models", commands.cmd_models)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -614,52 +368,3 @@ def build_parser() -> argparse.ArgumentParser:
     ):  # fmt: skip
         add(sub)
     return parser
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    level = (
-        logging.DEBUG if args.verbose else logging.WARNING if getattr(args, "quiet", False) else logging.INFO
-    )
-    logging.basicConfig(
-        level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S"
-    )
-    logging.getLogger().setLevel(level)
-    for noisy in ("transformers", "httpx", "urllib3", "matplotlib", "PIL", "highdicom", "openjpeg"):
-        logging.getLogger(noisy).setLevel(logging.ERROR)
-    logging.captureWarnings(False)  # re-installed on each call: main() may run many times in one process
-    logging.captureWarnings(True)  # library warnings (numpy, MONAI, torch) go through logging
-    # nibabel and pydicom log (to their own stderr handlers) how they "fix" odd headers or fail on a
-    # damaged file; DuPLUS checks those files itself and says what matters in one line
-    for noisy in ("nibabel", "pydicom", "py.warnings"):
-        logging.getLogger(noisy).setLevel(logging.NOTSET if args.verbose else logging.CRITICAL)
-    try:
-        return int(args.func(args))
-    except DuplusError as exc:
-        _print_error(str(exc))
-        return 2
-    except OSError as exc:  # the environment failed: a full disk, a vanished file, permissions
-        if args.verbose:
-            raise
-        where = f"{exc.filename}: " if exc.filename else ""
-        _print_error(f"{where}{exc.strerror or exc}")
-        return 1
-    except KeyboardInterrupt:
-        print("duplus: interrupted", file=sys.stderr)
-        return 130
-    except Exception as exc:  # a bug: still one line, the traceback with --verbose
-        if args.verbose:
-            raise
-        _print_error(f"internal error ({type(exc).__name__}: {exc}); rerun with --verbose for the traceback")
-        return 1
-
-
-def _print_error(message: str) -> None:
-    """Print ``duplus: error: <message>`` as exactly one line on stderr."""
-    text = re.sub(r"\s*[\r\n]+\s*", " ", message).strip() or "unknown error"
-    print(f"duplus: error: {text}", file=sys.stderr)
-
-
-if __name__ == "__main__":
-    sys.exit(main())
