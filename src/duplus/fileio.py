@@ -345,9 +345,17 @@ class OutputFolder:
     def remove(self, path: str | Path) -> None:
         """Delete a file or folder that duplus wrote; anything else is refused."""
         target = Path(path).absolute()
-        if not self.owns(target) or (not self.replace_owned and target not in self.created):
+        is_dir = target.is_dir() and not target.is_symlink()
+        # a folder duplus made holds files it recorded (a killed run may not have recorded the folder)
+        holds_owned = (
+            is_dir
+            and _inside(target, self.root)
+            and target != self.root
+            and any(o.startswith(self._rel(target) + "/") for o in self.owned)
+        )
+        if not (self.owns(target) or holds_owned) or (not self.replace_owned and target not in self.created):
             raise InputError(path, "was not written by this duplus run; it is never deleted")
-        if target.is_dir() and not target.is_symlink():
+        if is_dir:
             foreign = [
                 p
                 for p in target.rglob("*")

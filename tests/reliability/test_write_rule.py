@@ -93,6 +93,25 @@ def test_remove_and_install_respect_ownership(tmp_path: Path) -> None:
     assert sorted(p.name for p in (tmp_path / "case2").iterdir()) == ["spleen.nii.gz"]
 
 
+def test_folder_of_recorded_files_left_by_a_killed_run_is_removed(tmp_path: Path) -> None:
+    """A killed run recorded the files it wrote in a sub-folder, never the folder itself: the next
+    run may remove that folder (all of it duplus's), and still no folder with a user file."""
+    with OutputFolder(tmp_path) as folder:
+        write_text_atomic(tmp_path / "adapt" / "adapter.pt", "weights")
+        write_text_atomic(tmp_path / "other" / "a.txt", "a")
+    (tmp_path / "other" / "notes.txt").write_text("user notes")
+    later = OutputFolder(tmp_path)  # what the next run reads from the manifest
+    assert not later.owns(tmp_path / "adapt") and later.owns(tmp_path / "adapt" / "adapter.pt")
+    with OutputFolder(tmp_path, replace_owned=True) as folder:
+        folder.remove(tmp_path / "adapt")
+        with pytest.raises(InputError, match="not written by duplus"):
+            folder.remove(tmp_path / "other")
+    assert not (tmp_path / "adapt").exists()
+    assert (tmp_path / "other" / "notes.txt").read_text() == "user notes"
+    with OutputFolder(tmp_path) as folder, pytest.raises(InputError, match="never deleted"):
+        folder.remove(tmp_path / "other")  # without replace_owned: nothing an earlier run wrote
+
+
 def test_folder_holding_a_user_file_is_not_replaced(tmp_path: Path) -> None:
     with OutputFolder(tmp_path) as folder, folder.staging_folder() as stage:
         (stage / "m").mkdir()
