@@ -82,10 +82,19 @@ def block(r: dict[str, Any]) -> str:
     sds = [float(np.std(v, ddof=1)) for v in para.values() if len(v) > 1]
     w = wordings(r["unseen_wordings"])
     tr = r["training"]
+    sec = r["seconds"]
+    resumed = sec["training"] < 0.05 * s["iterations"]  # far below any machine's training time
     lines = [
         f"One run of `duplus demo` (seed {s['seed']}, test seed {s['test_seed']}, {s['threads']} CPU threads; "
-        f"{sum(r['seconds'].values()):.0f} s on a shared 2-core machine), read from "
-        "`experiments/results/demo_results.json` by `experiments/readme_numbers.py`.",
+        f"{sum(sec.values()):.0f} s on a shared 2-core machine: "
+        + ", ".join(f"{k} {v:.0f} s" for k, v in sec.items() if v >= 1)
+        + (
+            "; its training step resumed the finished checkpoint of an interrupted run of the same "
+            "training code and data, so that step's seconds are not a training time"
+            if resumed
+            else ""
+        )
+        + "), read from `experiments/results/demo_results.json` by `experiments/readme_numbers.py`.",
         "",
         "#### Test (untouched)",
         "",
