@@ -566,7 +566,7 @@ def test_segment_keeps_user_folder_through_the_console_script(tmp_path: Path, tr
 
 
 # ------------------------------------------------------------------------------ the property
-_COMMANDS = ("segment", "evaluate", "prepare")
+_COMMANDS = ("segment", "evaluate", "prepare", "prognosis")
 _RELATIONS = ("equals", "inside", "contains")
 
 
@@ -581,7 +581,23 @@ def _layout(root: Path, command: str) -> tuple[Path, list[Path]]:
             nib.save(nib.Nifti1Image(np.ones(SHAPE, np.uint8), np.eye(4)), str(data / sub / "c.nii.gz"))
         (data / "labels.json").write_text('{"labels": {"0": "background", "1": "liver"}}')
         return data, [data / "pred", data / "ref", data / "labels.json"]
+    if command == "prognosis":
+        return data, [_write_survival_csv(data / "clinical.csv")]
     return data, [fixtures.write_tiny_dataset(data, cases=1, shape=SHAPE)]
+
+
+def _write_survival_csv(path: Path, n: int = 24) -> Path:
+    """A clinical table whose older patients relapse earlier (PatientID, RFS, Relapse, Age)."""
+    rng = np.random.default_rng(0)
+    age = rng.integers(40, 80, n)
+    time = rng.exponential(2000.0 * np.exp(-(age - 60) / 10)).round(1) + 1
+    rows = [
+        f"P{i:03d},{t},{int(e)},{a}"
+        for i, (t, e, a) in enumerate(zip(time, rng.random(n) < 0.7, age, strict=True))
+    ]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("PatientID,RFS,Relapse,Age\n" + "\n".join(rows) + "\n")
+    return path
 
 
 def _argv(command: str, inputs: list[Path], out: Path, ckpt: Path) -> list[str]:
@@ -600,10 +616,24 @@ def _argv(command: str, inputs: list[Path], out: Path, ckpt: Path) -> list[str]:
             str(out),
             "-q",
         ]
+    if command == "prognosis":
+        return [
+            "prognosis",
+            "cv",
+            "--clinical",
+            str(inputs[0]),
+            "--modes",
+            "ehr",
+            "--folds",
+            "2",
+            "--out",
+            str(out),
+            "-q",
+        ]
     return ["prepare", str(inputs[0]), "--out", str(out), "-q"]
 
 
-@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=16, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(
     command=st.sampled_from(_COMMANDS),
     relation=st.sampled_from(_RELATIONS),
