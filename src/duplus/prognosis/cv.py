@@ -283,6 +283,17 @@ FOLD_COLUMNS = [
 ]
 
 
+def _check_inputs(df: pd.DataFrame, texts: Sequence[str] | None, image_feats: np.ndarray | None) -> int:
+    """The number of patients, after checking the cohort and that texts and features have one row each."""
+    check_survival_cohort(df)
+    n = len(df)
+    if texts is not None and len(texts) != n:
+        raise InputError(None, f"{len(texts)} EHR texts for {n} patients")
+    if image_feats is not None and len(image_feats) != n:
+        raise InputError(None, f"{len(image_feats)} image feature rows for {n} patients")
+    return n
+
+
 def cross_validate(
     df: pd.DataFrame,
     texts: Sequence[str] | None,
@@ -296,8 +307,6 @@ def cross_validate(
     return_predictions: bool = False,
 ) -> pd.DataFrame | tuple[pd.DataFrame, pd.DataFrame]:
     """Repeated stratified k-fold cross-validation of the prognosis model and the Cox baseline.
-
-    (Long only by its docstring: the body is 41 lines.)
 
     Args:
         df: the cohort with ``id``, ``time``, ``event`` and clinical columns (see
@@ -325,12 +334,7 @@ def cross_validate(
     Raises:
         InputError: a cohort without events (C-index undefined), or inputs of the wrong length.
     """
-    check_survival_cohort(df)
-    n = len(df)
-    if texts is not None and len(texts) != n:
-        raise InputError(None, f"{len(texts)} EHR texts for {n} patients")
-    if image_feats is not None and len(image_feats) != n:
-        raise InputError(None, f"{len(image_feats)} image feature rows for {n} patients")
+    n = _check_inputs(df, texts, image_feats)
     run_modes = _runnable_modes(modes, texts, image_feats)
     if not run_modes and not baseline:
         raise ConfigError("nothing to cross-validate: no mode has its inputs and the baseline is off")

@@ -231,6 +231,81 @@ def _split_validation(
     return np.setdiff1d(np.arange(event.size), val_idx), val_idx
 
 
+def _train_validation_indices(
+    e: np.ndarray, cfg: PrognosisConfig, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
+    """Training and early-stopping rows (``cfg.val_fraction``; none if a side would lack events)."""
+    n = e.size
+    train_idx, val_idx = np.arange(n), np.zeros(0, dtype=int)
+    if cfg.val_fraction > 0:
+        train_idx, val_idx = _split_validation(e, cfg.val_fraction, rng)
+        if e[val_idx].sum() < 1 or e[train_idx].sum() < 1:
+            logger.warning("too few events for a validation split; training without early stopping")
+            train_idx, val_idx = np.arange(n), np.zeros(0, dtype=int)
+    return train_idx, val_idx
+
+
+def _text_rows_and_standardiser(
+    model: PrognosisModel,
+    texts: list[str] | None,
+    text_states: TextStates | None,
+    feats: Tensor | None,
+    train_idx: np.ndarray,
+    n: int,
+) -> _TextRows | None:
+    """The text rows of ``texts``; fits the model's standardisers on the training rows' inputs."""
+    text = _TextRows.build(model, texts, text_states, compute=True)
+    start_emb = None
+    if text is not None:
+        model.eval()
+        with torch.no_grad():
+            start_emb = text(np.arange(n))
+        if not model.text_is_trainable:
+            text.frozen = start_emb
+        start_emb = start_emb[torch.as_tensor(train_idx)]
+    model.fit_standardiser(feats[train_idx] if feats is not None else None, start_emb)
+    return text
+
+
+def _optimizer(model: PrognosisModel, cfg: PrognosisConfig) -> torch.optim.Optimizer:
+    """AdamW over the trainable weights: the heads at ``cfg.lr``, the LoRA adapters at ``cfg.lora_lr``."""
+    lora = [p for name, p in model.named_parameters() if p.requires_grad and "lora_" in name]
+    heads = [p for name, p in model.named_parameters() if p.requires_grad and "lora_" not in name]
+    groups = [{"params": heads, "lr": cfg.lr}]
+    if lora:
+        groups.append({"params": lora, "lr": cfg.lora_lr})
+    return torch.optim.AdamW(groups, weight_decay=cfg.weight_decay)
+
+
+def _train_epoch(
+    model: PrognosisModel,
+    opt: torch.optim.Optimizer,
+    text: _TextRows | None,
+    feats: Tensor | None,
+    outcome: tuple[Tensor, Tensor],
+    order: np.ndarray,
+    epoch: int,
+    cfg: PrognosisConfig,
+) -> float:
+    """One pass over ``order`` in batches (those without an event are skipped); the mean loss."""
+    t_all, e_all = outcome
+    losses = []
+    for s in range(0, order.size, cfg.batch_size):
+        b = order[s : s + cfg.batch_size]
+        if e_all[b].sum() < 1:
+            continue
+        risk = model(
+            image_feats=feats[b] if feats is not None else None,
+            text_emb=text(b, step=epoch) if text is not None else None,
+        )
+        loss = cox_ph_loss(risk, t_all[b].to(risk), e_all[b].to(risk), ties=cfg.ties)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        losses.append(float(loss.detach()))
+    return float(np.mean(losses)) if losses else float("nan")
+
+
 def fit_prognosis(
     model: PrognosisModel,
     texts: list[str] | None,
@@ -270,29 +345,9 @@ def fit_prognosis(
     rng = np.random.default_rng(cfg.seed)
     torch.manual_seed(cfg.seed)
     feats = None if image_feats is None else torch.as_tensor(np.asarray(image_feats), dtype=torch.float32)
-    train_idx, val_idx = np.arange(n), np.zeros(0, dtype=int)
-    if cfg.val_fraction > 0:
-        train_idx, val_idx = _split_validation(e, cfg.val_fraction, rng)
-        if e[val_idx].sum() < 1 or e[train_idx].sum() < 1:
-            logger.warning("too few events for a validation split; training without early stopping")
-            train_idx, val_idx = np.arange(n), np.zeros(0, dtype=int)
-    text = _TextRows.build(model, texts, text_states, compute=True)
-    start_emb = None
-    if text is not None:
-        model.eval()
-        with torch.no_grad():
-            start_emb = text(np.arange(n))
-        if not model.text_is_trainable:
-            text.frozen = start_emb
-        start_emb = start_emb[torch.as_tensor(train_idx)]
-    model.fit_standardiser(feats[train_idx] if feats is not None else None, start_emb)
-
-    lora = [p for name, p in model.named_parameters() if p.requires_grad and "lora_" in name]
-    heads = [p for name, p in model.named_parameters() if p.requires_grad and "lora_" not in name]
-    groups = [{"params": heads, "lr": cfg.lr}]
-    if lora:
-        groups.append({"params": lora, "lr": cfg.lora_lr})
-    opt = torch.optim.AdamW(groups, weight_decay=cfg.weight_decay)
+    train_idx, val_idx = _train_validation_indices(e, cfg, rng)
+    text = _text_rows_and_standardiser(model, texts, text_states, feats, train_idx, n)
+    opt = _optimizer(model, cfg)
     t_all, e_all = torch.as_tensor(t), torch.as_tensor(e)
     history: dict[str, list[float]] = {"loss": []}
     if val_idx.size:
@@ -303,21 +358,7 @@ def fit_prognosis(
     for epoch in range(cfg.epochs):
         model.train()
         order = rng.permutation(train_idx)
-        losses = []
-        for s in range(0, order.size, cfg.batch_size):
-            b = order[s : s + cfg.batch_size]
-            if e[b].sum() < 1:
-                continue
-            risk = model(
-                image_feats=feats[b] if feats is not None else None,
-                text_emb=text(b, step=epoch) if text is not None else None,
-            )
-            loss = cox_ph_loss(risk, t_all[b].to(risk), e_all[b].to(risk), ties=cfg.ties)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            losses.append(float(loss.detach()))
-        history["loss"].append(float(np.mean(losses)) if losses else float("nan"))
+        history["loss"].append(_train_epoch(model, opt, text, feats, (t_all, e_all), order, epoch, cfg))
         msg = f"epoch {epoch + 1}/{cfg.epochs} loss {history['loss'][-1]:.4f}"
         if val_idx.size:
             risk_val = _predict(model, text, feats, val_idx, cfg.batch_size)
