@@ -153,9 +153,9 @@ def peer_folds(df: pd.DataFrame, folds: int, repeats: int) -> list[dict[str, Any
 
 def duplus_folds(df: pd.DataFrame, folds: int, repeats: int) -> list[dict[str, Any]]:
     """Per-fold metrics of DuPLUS ``ehr``, ``ehr-structure`` (no text block) and ``ehr-text``."""
+    from duplus.prognosis.config import PrognosisConfig, apply_preset
     from duplus.prognosis.cv import cross_validate
     from duplus.prognosis.ehr import EHRTemplate, records_to_texts
-    from duplus.prognosis.model import PrognosisConfig, apply_preset
 
     texts = records_to_texts(df, EHRTemplate())
     cfg = apply_preset(

@@ -13,20 +13,18 @@ import torch
 
 from duplus.data.hecktor import read_clinical_csv
 from duplus.errors import InputError
+from duplus.prognosis.config import PrognosisConfig
 from duplus.prognosis.cv import (
     BASELINE,
     BASELINE_VOLUME,
     build_tabular_design,
     cross_validate,
-    run_prognosis_cv,
-    run_prognosis_predict,
-    run_prognosis_train,
     stratified_kfold,
     summarise_cv,
 )
 from duplus.prognosis.ehr import EHRTemplate, hecktor_template, load_template
 from duplus.prognosis.features import save_feature_cache
-from duplus.prognosis.model import PrognosisConfig
+from duplus.prognosis.runs import run_prognosis_cv, run_prognosis_predict, run_prognosis_train
 
 _spec = importlib.util.spec_from_file_location("prognosis_cohort", Path(__file__).with_name("cohort.py"))
 assert _spec is not None and _spec.loader is not None

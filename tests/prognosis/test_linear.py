@@ -14,11 +14,11 @@ from torch import nn
 from duplus.cli import main
 from duplus.errors import InputError
 from duplus.metrics.survival import concordance_index
-from duplus.prognosis import cv
+from duplus.prognosis import cv, runs
+from duplus.prognosis.config import PrognosisConfig
 from duplus.prognosis.ehr import EHRTemplate, records_to_texts
 from duplus.prognosis.evaluation import breslow_survival
 from duplus.prognosis.linear import Blocks, fit_linear_cox
-from duplus.prognosis.model import PrognosisConfig
 from duplus.prognosis.tabular import TabularEncoder
 
 FAST = {"alphas": [1e-3, 0.1], "text_scales": [0.0, 1.0], "image_scales": [0.0, 1.0], "inner_folds": 3}
@@ -164,7 +164,8 @@ def test_constant_all_missing_and_long_notes_are_logged_choices(tmp_path: Path, 
     df["empty"] = np.nan
     df["notes"] = ["x" * 10_000 + f" patient {i}" for i in range(len(df))]
     csv = _write(df, tmp_path / "c.csv")
-    monkeypatch.setattr(cv, "_base_encoder_factory", lambda cfg: HashEncoder)
+    for module in (cv, runs):
+        monkeypatch.setattr(module, "base_encoder_factory", lambda cfg: HashEncoder)
     cfg = tmp_path / "p.yaml"
     cfg.write_text("bootstrap: 20\n")
     with caplog.at_level(logging.INFO):
@@ -183,7 +184,7 @@ def test_interrupted_run_leaves_no_files(tmp_path: Path, monkeypatch) -> None:
         (Path(out) / "cv_folds.csv").write_text("half")
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(cv, "run_prognosis_cv", interrupted)
+    monkeypatch.setattr(runs, "run_prognosis_cv", interrupted)
     assert _cv(csv, tmp_path / "out") == 130
     assert not (tmp_path / "out").exists()
 

@@ -16,9 +16,9 @@ from duplus.config import ConfigError
 from duplus.data.hecktor import read_clinical_csv
 from duplus.errors import InputError
 from duplus.metrics.survival import concordance_index
+from duplus.prognosis.config import PrognosisConfig
 from duplus.prognosis.ehr import hecktor_template, records_to_texts
 from duplus.prognosis.model import (
-    PrognosisConfig,
     build_prognosis_model,
     fit_prognosis,
     load_prognosis,

@@ -116,7 +116,8 @@ def test_bad_requests(encoders) -> None:
 
 
 def test_fit_refuses_states_of_other_texts(encoders) -> None:
-    from duplus.prognosis.model import PrognosisConfig, build_prognosis_model, fit_prognosis
+    from duplus.prognosis.config import PrognosisConfig
+    from duplus.prognosis.model import build_prognosis_model, fit_prognosis
 
     cfg = PrognosisConfig(mode="ehr", epochs=1, lora_r=4, lora_targets=r"encoder\.layer\.5\..*")
     model = build_prognosis_model(cfg, text_encoder=copy.deepcopy(encoders["mean"]))
@@ -151,7 +152,8 @@ def test_dropout_draw_equals_the_full_forward_in_train_mode(encoders) -> None:
 
 
 def test_dropout_detection_and_draw_budget(encoders) -> None:
-    from duplus.prognosis.model import PrognosisConfig, build_prognosis_model, text_dropout_draws
+    from duplus.prognosis.config import PrognosisConfig
+    from duplus.prognosis.model import build_prognosis_model, text_dropout_draws
 
     cfg = PrognosisConfig(mode="ehr", epochs=7, lora_r=4, lora_targets=r"encoder\.layer\.[45]\..*")
     model = build_prognosis_model(cfg, text_encoder=copy.deepcopy(encoders["mean"]))
@@ -173,13 +175,8 @@ def test_dropout_detection_and_draw_budget(encoders) -> None:
 def test_fit_with_cached_layers_equals_the_full_forward_fit(encoders, monkeypatch) -> None:
     """Without dropout (which draws differently in the two), the cached fit and the full-forward
     fit train the same model."""
-    from duplus.prognosis.model import (
-        PrognosisConfig,
-        PrognosisModel,
-        build_prognosis_model,
-        fit_prognosis,
-        predict_risk,
-    )
+    from duplus.prognosis.config import PrognosisConfig
+    from duplus.prognosis.model import PrognosisModel, build_prognosis_model, fit_prognosis, predict_risk
 
     base = copy.deepcopy(encoders["mean"])
     for m in base.model.modules():

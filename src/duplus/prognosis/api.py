@@ -4,7 +4,8 @@ Image features come from a trained segmentation checkpoint: each patient's PET (
 preprocessed like the segmentation data, passed once through the frozen backbone with the T1
 prompt of the modality and "head and neck", and pooled (whole volume and inside the GTV mask when
 there is one). The features are cached in the run folder; the prognosis model itself lives in
-:mod:`duplus.prognosis.cv` and :mod:`duplus.prognosis.model`.
+:mod:`duplus.prognosis.runs`, :mod:`duplus.prognosis.cv` and
+:mod:`duplus.prognosis.model`.
 """
 
 from __future__ import annotations
@@ -234,7 +235,7 @@ class PrognosisRequest:
         model: the folder ``train`` wrote (for ``predict``).
         masks: tumour masks of the image features: ``given``, ``predicted`` or ``auto``
             (:func:`compute_cohort_features`).
-        preset: text-path settings (:data:`duplus.prognosis.model.PRESETS`; ``auto`` by device);
+        preset: text-path settings (:data:`duplus.prognosis.config.PRESETS`; ``auto`` by device);
             keys the ``config`` file sets win over the preset.
     """
 
@@ -293,8 +294,8 @@ def run_cohort_cv(
     """
     import shutil
 
-    from duplus.prognosis.cv import load_prognosis_cfg, run_prognosis_cv
     from duplus.prognosis.ehr import hecktor_template
+    from duplus.prognosis.runs import load_prognosis_cfg, run_prognosis_cv
 
     out = Path(out)
     cfg = load_prognosis_cfg(dict(overrides or {}))
@@ -353,10 +354,10 @@ def _config_with_preset(req: PrognosisRequest) -> Any:
     """The run's :class:`PrognosisConfig`: defaults, then the preset, then the ``--config`` file."""
     from duplus.config import load_yaml
     from duplus.device import select_device
-    from duplus.prognosis import cv
-    from duplus.prognosis.model import PrognosisConfig, apply_preset
+    from duplus.prognosis import runs
+    from duplus.prognosis.config import PrognosisConfig, apply_preset
 
-    cfg = cv.load_prognosis_cfg(req.config)
+    cfg = runs.load_prognosis_cfg(req.config)
     given: dict[str, Any] = {}
     if req.config:
         raw = load_yaml(req.config)
@@ -404,13 +405,13 @@ def run_prognosis_command(req: PrognosisRequest) -> str:
 
 def _run(req: PrognosisRequest, data: str | Path) -> str:
     """The body of :func:`run_prognosis_command`, inside its output folder."""
-    from duplus.prognosis import cv
+    from duplus.prognosis import runs
 
     cols: dict[str, Any] = {"id_col": req.id_col, "time_col": req.time_col, "event_col": req.event_col}
     ids = None
     if req.clinical and req.images:  # predict reads a CSV without endpoints
         endpoints = {} if req.action != "predict" else {"time_col": None, "event_col": None}
-        ids = cv.load_cohort(req.clinical, **{**cols, **endpoints})[0]["id"].tolist()
+        ids = runs.load_cohort(req.clinical, **{**cols, **endpoints})[0]["id"].tolist()
     if req.action == "predict":
         return _predict_command(req, data, ids)
     cfg = _config_with_preset(req)
@@ -433,18 +434,18 @@ def _run(req: PrognosisRequest, data: str | Path) -> str:
                 if any(m in ("image", "both") for m in modes)
                 else None
             )
-            cv.run_prognosis_cv(data, stage, config=cfg, modes=modes, features=feats, **cols)
+            runs.run_prognosis_cv(data, stage, config=cfg, modes=modes, features=feats, **cols)
             text = (stage / "cv_summary.md").read_text()
         else:
             feats = _features_for(req, stage, ids, "training") if cfg.mode in ("image", "both") else None
-            cv.run_prognosis_train(data, stage, config=cfg, features=feats, **cols)
+            runs.run_prognosis_train(data, stage, config=cfg, features=feats, **cols)
             text = f"prognosis model written to {folder.root / 'model'}"
         _install(folder, stage)
     return text
 
 
 def _predict_command(req: PrognosisRequest, data: str | Path, ids: list[str] | None) -> str:
-    from duplus.prognosis import cv
+    from duplus.prognosis import runs
     from duplus.prognosis.model import load_prognosis_config
 
     if req.model is None:
@@ -452,5 +453,5 @@ def _predict_command(req: PrognosisRequest, data: str | Path, ids: list[str] | N
     mode = load_prognosis_config(req.model).mode
     with tempfile.TemporaryDirectory(prefix="duplus-features-") as tmp, OutputFolder(tmp, name="scratch"):
         feats = _features_for(req, Path(tmp), ids, "testing") if mode in ("image", "both") else None
-        path = cv.run_prognosis_predict(req.model, data, Path(req.out), features=feats, id_col=req.id_col)
+        path = runs.run_prognosis_predict(req.model, data, Path(req.out), features=feats, id_col=req.id_col)
     return f"predictions written to {path}"

@@ -274,6 +274,52 @@ class _BatchRunner:
 
 
 @torch.no_grad()
+def _features_in_batches(
+    model: FeatureExtractor,
+    volumes: Sequence[VolumeLike],
+    ids: list[str],
+    tumour_masks: Sequence[VolumeLike | None] | None,
+    run: _BatchRunner,
+    batch_size: int,
+) -> np.ndarray:
+    """Run every case through ``run``, batching cases of one padded shape (``model`` in eval mode
+    meanwhile); ``(N, F)`` float32 rows in input order."""
+    n = len(volumes)
+    was_training = getattr(model, "training", False)
+    if hasattr(model, "eval"):
+        model.eval()  # type: ignore[attr-defined]
+    divisor = int(getattr(model, "size_divisor", 16))
+    rows: list[np.ndarray | None] = [None] * n
+    pending: dict[tuple[int, ...], list[tuple[int, _Case]]] = {}  # by padded shape, oldest first
+
+    def flush(shape: tuple[int, ...]) -> None:
+        group = pending.pop(shape)
+        for (i, _), row in zip(group, run([c for _, c in group]), strict=True):
+            rows[i] = row
+
+    try:
+        for i, vol in enumerate(volumes):
+            case = _load_case(i, ids[i], vol, tumour_masks, divisor)
+            shape = tuple(case.image.shape)
+            pending.setdefault(shape, []).append((i, case))
+            if len(pending[shape]) == batch_size:
+                flush(shape)
+            elif sum(map(len, pending.values())) > 4 * batch_size:  # bound the cases held in memory
+                flush(next(iter(pending)))
+            logger.debug("image features: case %d/%d (%s)", i + 1, n, ids[i])
+        while pending:
+            flush(next(iter(pending)))
+    finally:
+        if was_training and hasattr(model, "train"):
+            model.train()  # type: ignore[attr-defined]
+    return (
+        np.stack([r for r in rows if r is not None]).astype(np.float32)
+        if rows
+        else np.zeros((0, 0), dtype=np.float32)
+    )
+
+
+@torch.no_grad()
 def extract_image_features(
     model: FeatureExtractor,
     volumes: Sequence[VolumeLike],
@@ -331,38 +377,8 @@ def extract_image_features(
         cached = load_matching_feature_cache(cache_path, fingerprint, ids)
         if cached is not None:
             return cached["features"]
-    was_training = getattr(model, "training", False)
-    if hasattr(model, "eval"):
-        model.eval()  # type: ignore[attr-defined]
-    divisor = int(getattr(model, "size_divisor", 16))
-    run = _BatchRunner(model, mod_idx, t1, torch.device(device))
-    rows: list[np.ndarray | None] = [None] * n
-    pending: dict[tuple[int, ...], list[tuple[int, _Case]]] = {}  # by padded shape, oldest first
-
-    def flush(shape: tuple[int, ...]) -> None:
-        group = pending.pop(shape)
-        for (i, _), row in zip(group, run([c for _, c in group]), strict=True):
-            rows[i] = row
-
-    try:
-        for i, vol in enumerate(volumes):
-            case = _load_case(i, ids[i], vol, tumour_masks, divisor)
-            shape = tuple(case.image.shape)
-            pending.setdefault(shape, []).append((i, case))
-            if len(pending[shape]) == batch_size:
-                flush(shape)
-            elif sum(map(len, pending.values())) > 4 * batch_size:  # bound the cases held in memory
-                flush(next(iter(pending)))
-            logger.debug("image features: case %d/%d (%s)", i + 1, n, ids[i])
-        while pending:
-            flush(next(iter(pending)))
-    finally:
-        if was_training and hasattr(model, "train"):
-            model.train()  # type: ignore[attr-defined]
-    feats: np.ndarray = (
-        np.stack([r for r in rows if r is not None]).astype(np.float32)
-        if rows
-        else np.zeros((0, 0), dtype=np.float32)
+    feats = _features_in_batches(
+        model, volumes, ids, tumour_masks, _BatchRunner(model, mod_idx, t1, torch.device(device)), batch_size
     )
     if cache_path is not None:
         channels = int(feats.shape[1]) // (3 if tumour_masks is not None else 2) if n else 0

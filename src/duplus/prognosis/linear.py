@@ -39,7 +39,7 @@ logger = logging.getLogger(__name__)
 
 @dataclass
 class LinearCoxSettings:
-    """Settings of :func:`fit_linear_cox` (fields of :class:`~duplus.prognosis.model.PrognosisConfig`).
+    """Settings of :func:`fit_linear_cox` (fields of :class:`~duplus.prognosis.config.PrognosisConfig`).
 
     Attributes:
         alphas: ridge penalties to try, per training patient (the penalty is ``alpha * n``).
