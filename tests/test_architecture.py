@@ -129,7 +129,9 @@ def test_only_the_cli_parses_and_prints(path: Path) -> None:
             )
             assert "argparse" not in names, f"{path.name}:{node.lineno} imports argparse"
         if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "print":
-            raise AssertionError(f"{path.name}:{node.lineno} calls print (use logging; only the cli package prints)")
+            raise AssertionError(
+                f"{path.name}:{node.lineno} calls print (use logging; only the cli package prints)"
+            )
 
 
 def test_the_layer_test_catches_an_upward_import(tmp_path: Path) -> None:
