@@ -70,7 +70,9 @@ def test_quick_demo_writes_a_complete_report(tmp_path, capsys):
     mean = sum(sum(v) / len(v) for v in table.values()) / len(table)
     assert f"Mean Dice over targets: **{mean:.3f}**" in report
     assert len(dices) >= 15
-    assert re.search(r"\| both \| 0\.\d+ ± 0\.\d+ \|", report)
+    # prognosis: text only vs text + structure, image features in the given and in the predicted masks
+    for row in ("ehr-text", "ehr", "both (given masks)", "both (predicted masks)"):
+        assert re.search(rf"\| {re.escape(row)} \| 0\.\d+ ± 0\.\d+ \|", report), row
     assert results["training"]["encoder_calls_after_warmup"] == 0
     assert sum(results["seconds"].values()) < 600
     _assert_test_cases_untouched(out, results)
