@@ -97,6 +97,53 @@ def reading(r: dict[str, Any]) -> list[str]:
     return out
 
 
+def _side(p: dict[str, Any] | None) -> str:
+    if not p:
+        return "n/a"
+    lo, hi = p["ci95"]
+    return "lower" if hi < 0 else "higher" if lo > 0 else "same"
+
+
+def in_short(r: dict[str, Any]) -> list[str]:
+    """Which switches the test cases can tell apart from the full model, grouped (read from the JSON)."""
+    v = r["variants"]
+    groups: dict[tuple[str, str], list[str]] = {}
+    for name in [n for n in ORDER if n in v and n != "full"]:
+        vs = v[name].get("vs_full") or {}
+        groups.setdefault((_side(vs.get("organs")), _side(vs.get("lesions"))), []).append(f"`{name}`")
+    words = {
+        "lower": "below the full model",
+        "higher": "above the full model",
+        "same": "indistinguishable from the full model",
+    }
+    out = [
+        f"- Organs {words[o]}, lesions {words[le]}: {', '.join(names)}."
+        for (o, le), names in sorted(groups.items())
+        if o in words and le in words
+    ]
+    sds = [v[n]["test"]["organs"]["sd"] for n in v if v[n]["test"]["organs"].get("n", 0) > 1]
+    if sds:
+        out.append(
+            f"- The sd of test organ Dice over seeds is {min(sds):.3f}-{max(sds):.3f}, as large as most "
+            "differences above: the paired per-case comparison, not the means, is what separates variants."
+        )
+    full_t1 = v["full"]["t1"]
+    out.append(
+        f"- T1 is used: a wrong T1 takes the full model from {full_t1['right']['mean']:.3f} to "
+        f"{full_t1['wrong']['mean']:.3f}; without T1 conditioning the prompt cannot matter "
+        f"({v['no_t1']['t1']['right']['mean']:.3f} → {v['no_t1']['t1']['wrong']['mean']:.3f})."
+        if "no_t1" in v
+        else f"- A wrong T1 takes the full model from {full_t1['right']['mean']:.3f} to {full_t1['wrong']['mean']:.3f}."
+    )
+    iters = sorted({i for e in v.values() for i in e["iterations"]})
+    out.append(
+        f"- Removing a part the design adds lowers a figure where the variant is below the full model; "
+        f"these runs train {', '.join(map(str, iters))} steps, not the demo's {DEMO_ITERATIONS}, and an "
+        "effect may grow, shrink or change sign with more steps."
+    )
+    return out
+
+
 def render(r: dict[str, Any]) -> str:
     v = r["variants"]
     iters = sorted({i for e in v.values() for i in e["iterations"]})
@@ -113,8 +160,10 @@ def render(r: dict[str, Any]) -> str:
         f"- Each variant is the demo's training (`configs/demo.yaml`: tiny preset, 40^3 patches at 2 mm, the five "
         f"trained phantom datasets) with one switch changed, for seeds {', '.join(map(str, seeds))}.",
         f"- **Steps: {', '.join(map(str, iters))} per run, not the demo's {DEMO_ITERATIONS}.** "
-        f"{len(r['runs'])} runs on 2 shared CPU cores took {sum(train_s) / 60:.0f} min; at the demo's budget "
-        "they would not have finished in the time available. The figures are therefore those of "
+        f"{len(r['runs'])} runs on 2 shared CPU cores took {sum(train_s) / 60:.0f} min (median "
+        f"{sorted(train_s)[len(train_s) // 2] / 60:.1f} min per run, training and test; a run that shared "
+        "the cores with another job took far longer); at the demo's budget, about three times the "
+        "training, they did not fit the session that ran them. The figures are therefore those of "
         "shorter training than the demo's; a design effect may grow or shrink with more steps.",
         f"- **Test (untouched)**: {r['test_cases']} test cases (up to 8 per dataset) drawn from test seed "
         f"{r['test_seed']}, which no setting was chosen on. *Validation organs* is the training's own "
@@ -143,6 +192,10 @@ def render(r: dict[str, Any]) -> str:
         "the reference.",
         "",
         *stress_table(r.get("stress") or {}, v),
+        "",
+        "## In short",
+        "",
+        *in_short(r),
         "",
         "## Reading",
         "",
