@@ -177,3 +177,28 @@ def test_run_with_image_features_file(tmp_path: Path) -> None:
     save_feature_cache(short, df["id"].tolist()[:5], feats[:5], [f"f{i}" for i in range(4)])
     with pytest.raises(InputError, match="no image features for 35 patient"):
         run_prognosis_cv(csv, tmp_path / "cv2", config={"folds": 2}, modes=("image",), features=short)
+
+
+def test_cv_summary_marks_a_metric_from_one_fold_and_one_from_none(tmp_path: Path) -> None:
+    """A metric only one fold could compute shows "(one fold)", not "± nan"; none at all shows n/a."""
+    from duplus.prognosis.cv import summarise_cv
+    from duplus.prognosis.runs import _write_markdown
+
+    folds = pd.DataFrame(
+        {
+            "mode": ["ehr", "ehr"],
+            "c_index": [0.70, 0.66],
+            "uno_c": [0.69, 0.65],
+            "ibs": [0.18, float("nan")],
+            "auc": [float("nan"), float("nan")],
+            "seconds": [1.0, 2.0],
+        }
+    )
+    path = tmp_path / "cv_summary.md"
+    _write_markdown(path, summarise_cv(folds), PrognosisConfig(), n=10, events=5, cis={})
+    row = next(line for line in path.read_text().splitlines() if line.startswith("| ehr"))
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    assert cells[1] == "0.680 ± 0.028"
+    assert cells[3] == "0.180 (one fold)"
+    assert cells[4] == "n/a"
+    assert "nan" not in row

@@ -142,7 +142,10 @@ def _write_markdown(
         mean, sd = (r.mean, r.sd) if m == "c_index" else (getattr(r, f"{m}_mean"), getattr(r, f"{m}_sd"))
         lo, hi = cis.get(r.mode, {}).get(m, (float("nan"), float("nan")))
         ci = f" [{lo:.3f}, {hi:.3f}]" if np.isfinite(lo) else ""
-        return f"{mean:.3f} ± {sd:.3f}{ci}"
+        if not np.isfinite(mean):
+            return "n/a"  # no fold could compute it (e.g. IBS when a test fold outlives its training fold)
+        spread = f" ± {sd:.3f}" if np.isfinite(sd) else " (one fold)"
+        return f"{mean:.3f}{spread}{ci}"
 
     lines = [
         "# Prognosis cross-validation",
