@@ -137,8 +137,7 @@ def in_short(r: dict[str, Any]) -> list[str]:
     )
     iters = sorted({i for e in v.values() for i in e["iterations"]})
     out.append(
-        f"- Removing a part the design adds lowers a figure where the variant is below the full model; "
-        f"these runs train {', '.join(map(str, iters))} steps, not the demo's {DEMO_ITERATIONS}, and an "
+        f"- These runs train {', '.join(map(str, iters))} steps, not the demo's {DEMO_ITERATIONS}: an "
         "effect may grow, shrink or change sign with more steps."
     )
     return out
