@@ -132,6 +132,12 @@ def evaluate_qualitative(predictor: Any, name: str, image: nib.Nifti1Image) -> d
     }
 
 
+SKIMAGE_BRAIN_NOTE = (
+    "scikit-image's wheel (checked: 0.26.0) does not contain `brain.tiff`: `data.brain()` downloads it "
+    "on first use, which this offline machine cannot do, so installing scikit-image would not help here."
+)
+
+
 def qualitative_images() -> tuple[dict[str, nib.Nifti1Image], dict[str, str]]:
     """The shipped real images found offline, and why any is missing."""
     import nibabel.testing
@@ -236,6 +242,8 @@ def qualitative_lines(payload: dict[str, Any]) -> list[str]:
     lines.append("")
     lines += [f"![{q['case']}](figures/real_brain_{q['case']}.png)" for q in payload["qualitative"]]
     lines += [f"\n`{name}` was not evaluated: {why}." for name, why in payload["qualitative_missing"].items()]
+    if "skimage_brain" in payload["qualitative_missing"]:
+        lines.append(SKIMAGE_BRAIN_NOTE)
     return lines
 
 
