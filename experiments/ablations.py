@@ -152,6 +152,20 @@ def evaluate(ckpt: Path, variant: str, phantoms: dict[str, Path], overlap: float
     return out
 
 
+def code_commit() -> str:
+    """The checkout's commit, with '+dirty' when tracked files differ from it; 'unknown' outside git."""
+    import subprocess
+
+    try:
+        head = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=HERE, capture_output=True, text=True, check=True
+        )
+        dirty = subprocess.run(["git", "diff", "--quiet", "HEAD"], cwd=HERE, check=False).returncode != 0
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return head.stdout.strip() + ("+dirty" if dirty else "")
+
+
 def run_one(work: Path, variant: str, seed: int, phantoms: dict[str, Path], s: DemoSettings) -> Path:
     """Train and score one variant with one seed (skipped when done); return its result file."""
     from duplus.fileio import write_json_atomic
@@ -170,6 +184,7 @@ def run_one(work: Path, variant: str, seed: int, phantoms: dict[str, Path], s: D
         "variant": variant,
         "seed": seed,
         "iterations": s.iterations,
+        "code_commit": code_commit(),
         "validation": validation,
         "seconds": {"train": t_train, "evaluate": time.perf_counter() - t0 - t_train},
         "load_average": [round(v, 2) for v in os.getloadavg()],
@@ -208,6 +223,7 @@ def main(argv: list[str] | None = None) -> int:
     summary = summarise(
         records, {k: v[0] for k, v in VARIANTS.items()}, test_seed=DemoSettings.full().test_seed
     )
+    summary["code_commits"] = sorted({str(r.get("code_commit", "not recorded")) for r in records})
     summary["wall_seconds_this_call"] = time.perf_counter() - t0
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(summary, indent=1) + "\n")
