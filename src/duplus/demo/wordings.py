@@ -9,7 +9,10 @@ Two disjoint sets: ``VALIDATION`` chooses the free-text mapping's design and thr
 (:mod:`duplus.text.matching`); ``TEST`` is reported and was never used for a choice. Each set was
 written before any of its wordings was measured. ``VALIDATION`` is the first validation set and
 the first test set, which became validation when its first measurement showed a flaw in the
-mapping (``docs/EXPERIMENTS.md``); ``TEST`` was written after that, before being measured.
+mapping (``docs/EXPERIMENTS.md``), plus ``VALIDATION_THIRD``: the second test set, reported once
+(21 of its 28 wordings within 2 Dice points of the canonical name) and then moved to validation,
+because its misses were read before the mapping was improved. ``TEST`` is the third test set,
+written (and committed on its own) before the mapping changed and before any of it was measured.
 """
 
 from __future__ import annotations
@@ -172,7 +175,7 @@ VALIDATION_SECOND: tuple[Wording, ...] = tuple(
 
 VALIDATION = VALIDATION + VALIDATION_SECOND
 
-TEST: tuple[Wording, ...] = tuple(
+VALIDATION_THIRD: tuple[Wording, ...] = tuple(
     _w(
         "synonym table",
         [
@@ -245,6 +248,93 @@ TEST: tuple[Wording, ...] = tuple(
             ("a chest x-ray", None),
             ("the patient's name", None),
             ("femoral head", None),
+        ],
+    )  # fmt: skip
+)
+
+VALIDATION = VALIDATION + VALIDATION_THIRD
+
+TEST: tuple[Wording, ...] = tuple(
+    _w(
+        "synonym table",
+        [("left renal", "left kidney"), ("rkidney", "right kidney"), ("cortical grey matter", "grey matter")],
+    )
+    + _w(
+        "clinical or Latin name",
+        [
+            ("splenic organ", "spleen"),
+            ("hepatic organ", "liver"),
+            ("sinister kidney", "left kidney"),
+            ("right renal cortex and medulla", "right kidney"),
+            ("cortical ribbon", "grey matter"),
+            ("subcortical white matter", "white matter"),
+            ("intracranial fluid spaces", "cerebrospinal fluid"),
+        ],
+    )  # fmt: skip
+    + _w(
+        "description",
+        [
+            ("the organ that detoxifies the blood and produces bile", "liver"),
+            ("the organ in the left upper abdomen next to the stomach", "spleen"),
+            ("the organ on the right that produces urine", "right kidney"),
+            ("brain tissue made of neuron cell bodies", "grey matter"),
+            ("the clear liquid that bathes the brain and spinal cord", "cerebrospinal fluid"),
+        ],
+    )  # fmt: skip
+    + _w(
+        "typo",
+        [
+            ("lvier", "liver"),
+            ("speen", "spleen"),
+            ("lfet kidney", "left kidney"),
+            ("gery matter", "grey matter"),
+            ("white mattter", "white matter"),
+            ("cerebrospinal flud", "cerebrospinal fluid"),
+        ],
+    )  # fmt: skip
+    + _w(
+        "abbreviation",
+        [
+            ("lt kid", "left kidney"),
+            ("right kid.", "right kidney"),
+            ("lvr", "liver"),
+            ("sple", "spleen"),
+            ("C.S.F.", "cerebrospinal fluid"),
+            ("W.M.", "white matter"),
+        ],
+    )  # fmt: skip
+    + _w(
+        "word order",
+        [
+            ("kidney, left", "left kidney"),
+            ("the right-sided kidney", "right kidney"),
+            ("matter which is grey", "grey matter"),
+            ("the fluid: cerebrospinal", "cerebrospinal fluid"),
+            ("liver, whole", "liver"),
+        ],
+    )  # fmt: skip
+    + _w(
+        "second language",
+        [
+            ("fígado", "liver"),
+            ("lever", "liver"),
+            ("milza", "spleen"),
+            ("rechte Niere", "right kidney"),
+            ("sustancia gris", "grey matter"),
+            ("witte stof", "white matter"),
+            ("líquido cefalorraquídeo", "cerebrospinal fluid"),
+        ],
+    )  # fmt: skip
+    + _w(
+        "names no trained target",
+        [
+            ("the head of the pancreas", None),
+            ("left adrenal", None),
+            ("thyroid", None),
+            ("a tree", None),
+            ("hippocampus", None),
+            ("bile duct", None),
+            ("aortic arch", None),
         ],
     )  # fmt: skip
 )
