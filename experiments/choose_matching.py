@@ -5,9 +5,13 @@
 The score of a setting is the balanced accuracy over the validation wordings of
 :mod:`duplus.demo.wordings`: the share of wordings naming a trained target that map to that
 target, averaged with the share of wordings naming none that stay unmatched. The demo model's
-trained targets are those of the datasets it trains on. Among the settings with the best score,
-the one at the centre of the tie (the median along each axis) is chosen. The test wordings are
-not read here.
+trained targets are those of the datasets it trains on.
+
+Two levels are chosen. First the design: each combination of the three optional measures
+(``glossary`` descriptions, ``decoys`` for untrained targets, subsequence ``abbreviations``) is
+scored at its best thresholds; the best design wins, a tie going to the one with fewer measures.
+Then its thresholds: among the settings with the best score, the one at the centre of the tie
+(the median along each axis). The test wordings are not read here.
 """
 
 from __future__ import annotations
@@ -31,6 +35,8 @@ RESULT = Path(__file__).resolve().parent / "results" / "matching_choice.json"
 SPELLING = [0.6, 0.65, 0.7, 0.75, 0.8, 0.85, 0.9]
 EMBEDDING = [0.45, 0.5, 0.55, 0.6, 0.65, 0.7, 0.75, 0.8]
 MARGIN = [0.0, 0.01, 0.02, 0.03, 0.05, 0.08]
+DESIGNS = [dict(zip(("glossary", "decoys", "abbreviations"), d, strict=True))
+           for d in itertools.product((False, True), repeat=3)]  # fmt: skip
 BRAIN = {"white matter", "grey matter", "cerebrospinal fluid"}
 
 
@@ -64,13 +70,22 @@ def main() -> int:
         return torch.stack([cache[t] for t in texts])
 
     targets = trained_targets()
-    grid = []
-    for s, e, m in itertools.product(SPELLING, EMBEDDING, MARGIN):
-        matcher = TargetMatcher(
-            targets, embed, spelling_threshold=s, embedding_threshold=e, embedding_margin=m
-        )
-        grid.append({"spelling": s, "embedding": e, "margin": m, "score": score(matcher)[0]})
-    best = max(g["score"] for g in grid)
+    designs = []
+    for design in DESIGNS:
+        grid = []
+        for s, e, m in itertools.product(SPELLING, EMBEDDING, MARGIN):
+            matcher = TargetMatcher(
+                targets, embed, spelling_threshold=s, embedding_threshold=e, embedding_margin=m, **design
+            )
+            grid.append({"spelling": s, "embedding": e, "margin": m, "score": score(matcher)[0]})
+        designs.append({**design, "best_score": max(g["score"] for g in grid), "grid": grid})
+        print(json.dumps({k: v for k, v in designs[-1].items() if k != "grid"}), flush=True)
+    top = max(d["best_score"] for d in designs)
+    design_rows = [{k: v for k, v in d.items() if k != "grid"} for d in designs]
+    winner = min((d for d in designs if d["best_score"] == top), key=lambda d: sum(d[k] for k in DESIGNS[0]))
+    design = {k: winner[k] for k in DESIGNS[0]}
+    grid = winner["grid"]
+    best = top
     ties = [g for g in grid if g["score"] == best]
     centre = {k: float(np.median([g[k] for g in ties])) for k in ("spelling", "embedding", "margin")}
     snap = {
@@ -81,7 +96,8 @@ def main() -> int:
         k: v for k, v in min(ties, key=lambda g: sum(abs(g[k] - centre[k]) for k in centre)).items() if k in centre
     }  # fmt: skip
     final_score, rows = score(TargetMatcher(targets, embed, spelling_threshold=chosen["spelling"],
-                                            embedding_threshold=chosen["embedding"], embedding_margin=chosen["margin"]))  # fmt: skip
+                                            embedding_threshold=chosen["embedding"], embedding_margin=chosen["margin"],
+                                            **design))  # fmt: skip
     by_class = {
         k: f"{sum(r['ok'] for r in rows if r['kind'] == k)}/{sum(r['kind'] == k for r in rows)}"
         for k in WORDING_CLASSES
@@ -89,7 +105,8 @@ def main() -> int:
     result = {
         "what": "free-text mapping thresholds chosen on the validation wordings (experiments/choose_matching.py)",
         "trained_targets": targets,
-        "chosen": chosen,
+        "chosen": {**chosen, **design},
+        "designs": design_rows,
         "validation_balanced_accuracy": final_score,
         "ties": len(ties),
         "grid_points": len(grid),

@@ -60,7 +60,7 @@ def test_misspellings_map_by_spelling_and_keep_their_side(matcher: TargetMatcher
         m.text: m
         for m in matcher.match(["livr", "spleeen", "lt kidney", "rigth kidney", "white mater", "spl"])
     }
-    assert got["livr"].target == "liver" and got["livr"].how == "spelling"
+    assert got["livr"].target == "liver" and got["livr"].how == "abbreviation"  # its letters in order
     assert got["spleeen"].target == "spleen"
     assert got["lt kidney"].target == "left kidney" and got["rigth kidney"].target == "right kidney"
     assert got["spl"].target == "spleen" and got["spl"].how == "prefix"
@@ -113,6 +113,13 @@ def test_thresholds_are_the_ones_chosen_on_validation_wordings() -> None:
     assert (
         chosen["spelling"], chosen["embedding"], chosen["margin"],
     ) == (matching.SPELLING_THRESHOLD, matching.EMBEDDING_THRESHOLD, matching.EMBEDDING_MARGIN)  # fmt: skip
+    assert (chosen["glossary"], chosen["decoys"], chosen["abbreviations"]) == (
+        matching.GLOSSARY, matching.DECOYS, matching.ABBREVIATIONS,
+    )  # fmt: skip
+    default = TargetMatcher(["liver"], bag_of_words)  # the predictor builds it with the defaults
+    assert (default.glossary, bool(default.decoys), default.abbreviations) == (
+        matching.GLOSSARY, matching.DECOYS, matching.ABBREVIATIONS,
+    )  # fmt: skip
 
 
 def test_wording_sets_are_disjoint_and_unseen_in_training() -> None:
@@ -130,3 +137,74 @@ def test_wording_sets_are_disjoint_and_unseen_in_training() -> None:
                 for p in t2_prompts(w.target, m, synonyms=False)
             }
             assert normalise_name(w.text) not in seen, w
+
+
+def _glossary_words(texts: list[str]) -> torch.Tensor:
+    """A stand-in encoder over every word of the names and descriptions: L2-normalised counts."""
+    from duplus.data.label_space import SYNONYMS
+    from duplus.text.glossary import DESCRIPTIONS
+
+    vocab = sorted(
+        {w for t, d in DESCRIPTIONS.items() for p in (t, *d) for w in re.findall(r"[a-z]+", p)}
+        | {w for t in SYNONYMS for w in re.findall(r"[a-z]+", t)}
+    )
+    out = torch.zeros(len(texts), len(vocab) + 1)
+    for i, t in enumerate(texts):
+        for w in re.findall(r"[a-z]+", t.lower()):
+            out[i, vocab.index(w) if w in vocab else -1] += 1
+    return torch.nn.functional.normalize(out + 1e-6, dim=1)
+
+
+def test_abbreviations_spell_a_name_in_order_and_prefer_the_organ_to_its_tumour() -> None:
+    trained = [*TRAINED, "liver tumour"]
+    on = TargetMatcher(trained, bag_of_words, abbreviations=True)
+    got = {m.text: m for m in on.match(["spln", "liv", "lvr", "wht", "kid"])}
+    assert got["spln"].target == "spleen" and got["spln"].how == "abbreviation"
+    assert got["liv"].target == "liver" and got["liv"].how == "prefix"  # not the liver tumour
+    assert got["lvr"].target == "liver" and got["lvr"].how == "abbreviation"
+    assert got["wht"].target == "white matter"
+    assert got["kid"].target is None  # left and right kidney alike: no guess
+    off = TargetMatcher(trained, bag_of_words, abbreviations=False)
+    assert [m.target for m in off.match(["spln", "liv"])] == [None, None]
+
+
+def test_descriptions_map_through_the_glossary_and_decoys_keep_untrained_organs_out() -> None:
+    text = "the lymphoid organ that removes old red blood cells"  # words of the spleen's glossary entry
+    with_glossary = TargetMatcher(TRAINED, _glossary_words, spelling_threshold=0.99, embedding_threshold=0.3)
+    (m,) = with_glossary.match([text])
+    assert m.target == "spleen" and m.how == "meaning"
+    without = TargetMatcher(
+        TRAINED, _glossary_words, spelling_threshold=0.99, embedding_threshold=0.3, glossary=False
+    )
+    assert without.match([text])[0].target != "spleen"
+    # nearest to the gallbladder's description, a target this model was not trained on
+    bile = "the small sac that stores and concentrates bile"
+    decoyed = with_glossary.match([bile])[0]
+    assert decoyed.target is None and "gallbladder" in decoyed.reason and decoyed.nearest in TRAINED
+    no_decoys = TargetMatcher(
+        TRAINED, _glossary_words, spelling_threshold=0.99, embedding_threshold=0.0, decoys=False
+    )
+    assert no_decoys.match([bile])[0].target is not None  # without decoys the nearest organ takes it
+
+
+def test_decoys_leave_out_general_names_of_trained_targets() -> None:
+    from duplus.text.matching import _decoys
+
+    decoys = _decoys(TRAINED)
+    assert "gallbladder" in decoys and "pancreas" in decoys
+    assert "kidney" not in decoys and "liver" not in decoys  # 'kidney' would steal 'left kidney'
+
+
+def test_no_test_wording_is_written_into_the_tables() -> None:
+    """The test wordings were written before the glossary; none may be copied into it, and the
+    name tables resolve exactly the test wordings they resolved when the test set was written."""
+    from duplus.data.label_space import is_known_target
+    from duplus.demo.wordings import TEST
+    from duplus.text.glossary import DESCRIPTIONS
+
+    glossary = {normalise_name(p) for d in DESCRIPTIONS.values() for p in d}
+    assert not [w.text for w in TEST if normalise_name(w.text) in glossary]
+    assert {w.text for w in TEST if is_known_target(w.text)} == {
+        "left renal", "rkidney", "cortical grey matter", "C.S.F.", "W.M.", "kidney, left",
+        "rechte Niere", "sustancia gris", "líquido cefalorraquídeo", "left adrenal", "hippocampus",
+    }  # fmt: skip

@@ -268,7 +268,7 @@ class Predictor:
                     m.reason,
                     near,
                 )
-            elif m.how in ("spelling", "meaning"):
+            elif m.how in ("abbreviation", "spelling", "meaning"):
                 logger.warning(
                     "target %r read as the trained target %r (%s similarity %.2f); use exact prompts"
                     " (--exact-prompts) to send the text as written",

@@ -4,14 +4,20 @@ A model segments reliably only the targets it was trained on, prompted as in tra
 the synonym table does not resolve ("the fluid around the brain", "livr", "hepatic tissue") is
 mapped to the nearest trained target when it is close enough, by one of two measures:
 
-* **prefix**: the text (3 letters or more) begins a name of exactly one trained target ("spl");
+* **prefix**: the text (3 letters or more) begins a name of exactly one trained target ("spl"),
+  or, with ``abbreviations``, one word of 3-8 letters is spelled in order inside such a name with
+  the same first letter ("spln"); where the hits are a target and longer names that start with its
+  name ("liv": liver, liver tumour), the shorter one;
 * **spelling**: the edit-distance similarity (:func:`spelling_similarity`) to a trained target's
   names (canonical name and synonyms) reaches :data:`SPELLING_THRESHOLD`: typos, abbreviations
   such as "lt kidney";
 * **meaning**: the text encoder's cosine similarity to the target's training prompts (the
-  templates of :func:`~duplus.text.prompts.t2_prompts` and its synonyms) reaches
+  templates of :func:`~duplus.text.prompts.t2_prompts` and its synonyms) and, with ``glossary``,
+  to its plain-language descriptions (:mod:`duplus.text.glossary`) reaches
   :data:`EMBEDDING_THRESHOLD`, with a lead of :data:`EMBEDDING_MARGIN` over the runner-up
-  target, and the sides agree (a text saying "left" never maps to a right-sided target).
+  target, and the sides agree (a text saying "left" never maps to a right-sided target). With
+  ``decoys``, the known targets the model was *not* trained on (their names and descriptions)
+  compete too: a text nearest to one of them ("bile duct": gallbladder) is unmatched.
 
 Anything else, and any known target the model was not trained on ("gallbladder"), names
 nothing the model knows: it is unmatched, and the predictor leaves its mask empty with a
@@ -28,11 +34,17 @@ from typing import Any
 
 import torch
 
-from duplus.data.label_space import canonical_target, is_known_target, normalise_name, synonyms
+from duplus.data.label_space import SYNONYMS, canonical_target, is_known_target, normalise_name, synonyms
+from duplus.text.glossary import descriptions
+
+KNOWN_TARGETS: tuple[str, ...] = tuple(SYNONYMS)
 
 SPELLING_THRESHOLD = 0.75
 EMBEDDING_THRESHOLD = 0.60
-EMBEDDING_MARGIN = 0.01
+EMBEDDING_MARGIN = 0.0
+GLOSSARY = True
+DECOYS = False
+ABBREVIATIONS = True
 
 _SIDES = {"left": re.compile(r"\b(left|lt|l)\b"), "right": re.compile(r"\b(right|rt|r)\b")}
 
@@ -45,7 +57,7 @@ class TargetMatch:
         text: the text as asked.
         target: the trained target it stands for; ``None`` when unmatched.
         how: ``"trained name"`` (a training name or a synonym-table name of a trained target),
-            ``"prefix"``, ``"spelling"``, ``"meaning"``, ``"as written"`` (exact prompts) or ``"unmatched"``.
+            ``"prefix"``, ``"abbreviation"``, ``"spelling"``, ``"meaning"``, ``"as written"`` (exact prompts) or ``"unmatched"``.
         similarity: the similarity of the deciding measure (1.0 for a table name), or of the
             nearest trained target when unmatched.
         nearest: the nearest trained target (also when unmatched).
@@ -97,15 +109,54 @@ def spelling_similarity(text: str, target: str) -> float:
     return best
 
 
-def prefix_of(text: str, targets: Sequence[str], min_letters: int = 3) -> str | None:
+def _is_subsequence(short: str, long: str) -> bool:
+    letters = iter(long)
+    return all(c in letters for c in short)
+
+
+def _one_target(hits: dict[str, str]) -> str | None:
+    """The target of ``{target: its shortest matching name}`` when there is one, or when one
+    target's name starts every other's ("liver" of "liver tumour"); else ``None``."""
+    if len(hits) <= 1:
+        return next(iter(hits), None)
+    short = min(hits, key=lambda t: len(hits[t]))
+    return short if all(n.startswith(hits[short]) for n in hits.values()) else None
+
+
+def prefix_of(
+    text: str, targets: Sequence[str], min_letters: int = 3, *, abbreviations: bool = False
+) -> str | None:
     """The one target of ``targets`` one of whose names starts with ``text`` (an abbreviation such
-    as "spl"; at least ``min_letters`` letters); ``None`` when none or several do ("liv": liver and
-    liver tumour)."""
+    as "spl"; at least ``min_letters`` letters). With ``abbreviations``, a single word of 3-8
+    letters also matches a name that holds its letters in order and starts with its first letter
+    ("spln": spleen), and of a target and longer names starting with its name ("liv": liver and
+    liver tumour) the target is taken. ``None`` when no target matches, or several (without
+    ``abbreviations``, any two)."""
     norm = normalise_name(text).replace(" ", "")
     if len(norm) < min_letters:
         return None
-    hits = {t for t in targets for n in synonyms(t) if normalise_name(n).replace(" ", "").startswith(norm)}
-    return hits.pop() if len(hits) == 1 else None
+    word = abbreviations and norm.isalpha() and " " not in normalise_name(text) and len(norm) <= 8
+    hits: dict[str, str] = {}
+    for t in targets:
+        for n in synonyms(t):
+            name = normalise_name(n).replace(" ", "")
+            fits = name.startswith(norm) or (word and name[0] == norm[0] and _is_subsequence(norm, name))
+            if fits and (t not in hits or len(name) < len(hits[t])):
+                hits[t] = name
+    if not abbreviations:
+        return next(iter(hits)) if len(hits) == 1 else None
+    return _one_target(hits)
+
+
+def _decoys(trained: Sequence[str]) -> list[str]:
+    """The known targets not in ``trained``, less those whose words hold or are held by a trained
+    target's ("kidney" beside "left kidney"): a general name must not steal its specific target."""
+    words = [set(t.split()) for t in trained]
+    return [
+        d
+        for d in KNOWN_TARGETS
+        if d not in trained and not any(set(d.split()) <= w or w <= set(d.split()) for w in words)
+    ]
 
 
 class TargetMatcher:
@@ -114,7 +165,8 @@ class TargetMatcher:
     Args:
         trained: the model's trained targets (canonical names).
         embed: texts -> L2-normalised embeddings ``(N, E)`` (the model's frozen text encoder).
-        spelling_threshold, embedding_threshold, embedding_margin: see the module docstring.
+        spelling_threshold, embedding_threshold, embedding_margin, glossary, decoys,
+            abbreviations: see the module docstring.
     """
 
     def __init__(
@@ -125,34 +177,46 @@ class TargetMatcher:
         spelling_threshold: float = SPELLING_THRESHOLD,
         embedding_threshold: float = EMBEDDING_THRESHOLD,
         embedding_margin: float = EMBEDDING_MARGIN,
+        glossary: bool = GLOSSARY,
+        decoys: bool = DECOYS,
+        abbreviations: bool = ABBREVIATIONS,
     ) -> None:
         self.trained = list(dict.fromkeys(canonical_target(t) for t in trained))
         self.embed = embed
         self.spelling_threshold = spelling_threshold
         self.embedding_threshold = embedding_threshold
         self.embedding_margin = embedding_margin
+        self.glossary = glossary
+        self.abbreviations = abbreviations
+        self.decoys = _decoys(self.trained) if decoys else []
+        self._anchor_cache: dict[str | None, tuple[list[str], torch.Tensor, torch.Tensor]] = {}
 
-    def _anchors(self, modality: str | None) -> tuple[list[str], torch.Tensor]:
+    def _anchors(self, modality: str | None) -> tuple[list[str], torch.Tensor, torch.Tensor]:
+        """The targets scored, the anchors' embeddings ``(A, E)`` and each anchor's target index
+        ``(A,)``; computed once per modality (the anchors depend on nothing else)."""
         from duplus.text.prompts import t2_prompts
 
+        if modality in self._anchor_cache:
+            return self._anchor_cache[modality]
+        names = [*self.trained, *self.decoys]
         owners, texts = [], []
-        for t in self.trained:
-            for p in t2_prompts(t, modality, synonyms=True):
-                owners.append(t)
+        for k, t in enumerate(names):
+            names_of = t2_prompts(t, modality, synonyms=True) if k < len(self.trained) else synonyms(t)
+            for p in (*names_of, *(descriptions(t) if self.glossary else ())):
+                owners.append(k)
                 texts.append(p)
-        return owners, self.embed(texts)
+        entry = (names, self.embed(texts).float(), torch.tensor(owners))
+        self._anchor_cache[modality] = entry
+        return entry
 
     def meaning_scores(self, texts: Sequence[str], modality: str | None = None) -> list[dict[str, float]]:
-        """``{trained target: max cosine similarity to its training prompts}`` for each text."""
-        owners, anchors = self._anchors(modality)
-        sims = self.embed(list(texts)).float() @ anchors.float().T
-        out = []
-        for row in sims.tolist():
-            best: dict[str, float] = {}
-            for owner, s in zip(owners, row, strict=True):
-                best[owner] = max(best.get(owner, -1.0), float(s))
-            out.append(best)
-        return out
+        """``{target: max cosine similarity to its anchors}`` for each text: the trained targets
+        and, with decoys, the known targets the model was not trained on."""
+        names, anchors, owners = self._anchors(modality)
+        sims = self.embed(list(texts)).float() @ anchors.T  # (N, A)
+        best = torch.full((sims.shape[0], len(names)), -1.0)
+        best.scatter_reduce_(1, owners.expand_as(sims), sims, reduce="amax")
+        return [dict(zip(names, row, strict=True)) for row in best.tolist()]
 
     def match(self, texts: Sequence[str], modality: str | None = None) -> list[TargetMatch]:
         """One :class:`TargetMatch` per text, in order."""
@@ -179,19 +243,30 @@ class TargetMatcher:
             )
         assert meaning is not None
         said = sides(text)
-        allowed = [t for t in self.trained if not sides(t) or sides(t) <= said] if said else self.trained
+
+        def side_ok(t: str) -> bool:
+            return not said or not sides(t) or sides(t) <= said
+
+        allowed = [t for t in self.trained if side_ok(t)]
         if not allowed:
             return TargetMatch(
                 text, None, "unmatched", None, None, f"no trained target on the side it names ({said})"
             )
-        prefix = prefix_of(text, allowed)
+        prefix = prefix_of(text, allowed, abbreviations=self.abbreviations)
         if prefix:
-            return TargetMatch(text, prefix, "prefix", 1.0, prefix)
+            norm = normalise_name(text).replace(" ", "")
+            starts = any(normalise_name(n).replace(" ", "").startswith(norm) for n in synonyms(prefix))
+            return TargetMatch(text, prefix, "prefix" if starts else "abbreviation", 1.0, prefix)
         spelled = max(((spelling_similarity(text, t), t) for t in allowed), key=lambda x: x[0])
         if spelled[0] >= self.spelling_threshold:
             return TargetMatch(text, spelled[1], "spelling", round(spelled[0], 4), spelled[1])
-        ranked = sorted(((meaning[t], t) for t in allowed), reverse=True)
+        competing = allowed + [d for d in self.decoys if side_ok(d)]
+        ranked = sorted(((meaning[t], t) for t in competing), reverse=True)
         (s1, best), s2 = ranked[0], ranked[1][0] if len(ranked) > 1 else -1.0
+        if best not in self.trained:
+            nearest = max(allowed, key=lambda t: meaning[t])
+            reason = f"it reads closest to {best!r} ({s1:.2f}), a target this model was not trained on"
+            return TargetMatch(text, None, "unmatched", round(meaning[nearest], 4), nearest, reason)
         if s1 >= self.embedding_threshold and s1 - s2 >= self.embedding_margin:
             return TargetMatch(text, best, "meaning", round(s1, 4), best)
         reason = (
@@ -203,8 +278,12 @@ class TargetMatcher:
 
 
 __all__ = [
+    "ABBREVIATIONS",
+    "DECOYS",
     "EMBEDDING_MARGIN",
     "EMBEDDING_THRESHOLD",
+    "GLOSSARY",
+    "KNOWN_TARGETS",
     "SPELLING_THRESHOLD",
     "TargetMatch",
     "TargetMatcher",
