@@ -37,6 +37,8 @@ import _env  # noqa: F401  (first: sets OMP_WAIT_POLICY before torch loads)
 import numpy as np
 import pandas as pd
 
+from duplus.reporting.provenance import code_commit
+
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results" / "prognosis.json"
 DOC = ROOT / "docs" / "PROGNOSIS.md"
@@ -182,18 +184,6 @@ def dataclass_replace(cfg: Any, **kw: Any) -> Any:
     return dataclasses.replace(cfg, **kw)
 
 
-def _git_commit() -> str:
-    import subprocess
-
-    try:
-        out = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True
-        )
-        return out.stdout.strip() or "unknown"
-    except OSError:
-        return "unknown"
-
-
 def summarise(rows: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
     df = pd.DataFrame(rows)
     out = {}
@@ -215,7 +205,7 @@ def run(tables: list[str], folds: int, repeats: int) -> dict[str, Any]:
         "repeats": repeats,
         "machine": f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} torch threads, load {os.getloadavg()[0]:.1f}",
         "command": " ".join(["python", *sys.argv]),
-        "source_commit": _git_commit(),
+        "source_commit": code_commit(ROOT),
         "tables": {},
     }
     for name in tables:

@@ -36,6 +36,7 @@ import torch  # noqa: E402
 
 from duplus.data.phantoms.datasets import PhantomDataset  # noqa: E402
 from duplus.demo.settings import DemoSettings  # noqa: E402
+from duplus.reporting.provenance import code_commit  # noqa: E402
 
 logger = logging.getLogger("ablations")
 
@@ -152,20 +153,6 @@ def evaluate(ckpt: Path, variant: str, phantoms: dict[str, Path], overlap: float
     return out
 
 
-def code_commit() -> str:
-    """The checkout's commit, with '+dirty' when tracked files differ from it; 'unknown' outside git."""
-    import subprocess
-
-    try:
-        head = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], cwd=HERE, capture_output=True, text=True, check=True
-        )
-        dirty = subprocess.run(["git", "diff", "--quiet", "HEAD"], cwd=HERE, check=False).returncode != 0
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-    return head.stdout.strip() + ("+dirty" if dirty else "")
-
-
 def run_one(work: Path, variant: str, seed: int, phantoms: dict[str, Path], s: DemoSettings) -> Path:
     """Train and score one variant with one seed (skipped when done); return its result file."""
     from duplus.fileio import write_json_atomic
@@ -184,7 +171,7 @@ def run_one(work: Path, variant: str, seed: int, phantoms: dict[str, Path], s: D
         "variant": variant,
         "seed": seed,
         "iterations": s.iterations,
-        "code_commit": code_commit(),
+        "code_commit": code_commit(HERE),
         "validation": validation,
         "seconds": {"train": t_train, "evaluate": time.perf_counter() - t0 - t_train},
         "load_average": [round(v, 2) for v in os.getloadavg()],
