@@ -55,13 +55,14 @@ BARS = {("mni152_t1", "white matter"): 0.85, ("mni152_t1", "grey matter"): 0.75}
 BARS[("mni152_inverted", "white matter")] = 0.75
 REPRODUCE = """## Training and reproducing
 
-The budget of `configs/brain_synth.yaml` is its `iterations` key: 4000 steps of 2 patches of
-48^3 voxels at 2 mm, `tiny` preset, on the synthetic heads only. To train, evaluate and package:
+The budget of `configs/brain_synth.yaml` is its `iterations` key: 10000 steps of 2 patches of
+48^3 voxels at 2 mm, `tiny` preset, on the synthetic heads only (60 min on 2 cores). To train,
+evaluate and package:
 
 ```bash
 duplus make-phantoms data/synth --anatomy mni152 --cases 200 --test-cases 20 --workers 2
 duplus train --config configs/brain_synth.yaml --out runs/brain
-python benchmarks/real_brain.py runs/brain/checkpoint_best.pt --label result --training "4000 steps, N min on 2 cores"
+python benchmarks/real_brain.py runs/brain/checkpoint_best.pt --label result --training "10000 steps, N min on 2 cores"
 duplus export -c runs/brain -o brain-tissue.duplus --name brain-tissue
 duplus import brain-tissue.duplus
 duplus segment -i t1.nii.gz -o seg -c brain-tissue --modality MRI --region head \\
@@ -72,11 +73,19 @@ Settings of `configs/brain_synth.yaml` and why: the `tiny` preset and 2 mm voxel
 budget; the synthetic heads are written at 2 mm, 96 x 112 x 96); patches of 48^3 (half a
 head's width at 2 mm; a larger patch costs about as much more per step); `head_position: false`
 and no mirroring (the defaults: the three tissues lie on both sides, so left and right need not be
-told apart; neither was tried); `val_fraction: 0.1` of the synthetic cases for validation. None was tuned: the
-one full run (4000 steps, the best checkpoint by Dice on the synthetic validation cases, which was
-the last) is the result above. Its synthetic validation Dice was 0.67 white matter, 0.76 grey
-matter, 0.60 CSF (`runs/brain/metrics.csv`): the model is still learning at 4000 steps, and
-longer training or a wider preset, chosen on the synthetic validation cases, is the next step.
+told apart; neither was tried); `val_fraction: 0.1` of the synthetic cases for validation, 4 of
+them scored every 1000 steps. None was tuned on the real image. Two full runs were made: 4000
+steps (white matter 0.662, grey matter 0.771, inverted white matter 0.713 on the real T1), then,
+because its synthetic validation Dice was still rising, 10000 steps with the same data: the
+result above, the best checkpoint by mean Dice on the synthetic validation cases (step 9000:
+0.838 white matter, 0.836 grey matter, 0.708 CSF; 0.7171 over all seven labels, against 0.7168 at
+step 10000). Only the step count and the validation cases scored (2 -> 4) differ between the runs.
+
+The mask voxels outside the brain outline are nearly all CSF, in a band at most a few mm wide
+around the outline: the MNI152 T1 is skull-stripped, so outside its brain the image is zero,
+as dark as CSF on a T1, where a real head has CSF, meninges and then bone. The grey and white
+matter masks stay inside it. The issue's check (a test on the LSA image: at most 0.5 % of the mask
+voxels outside the outline) still fails on the CSF band, so the model is not packaged.
 
 The real MNI152 T1 above is the test image of the issue's acceptance; no setting is to be chosen
 on it. Choose settings on the synthetic validation cases only. `duplus demo` adds a section with
@@ -89,6 +98,20 @@ def dice(pred: np.ndarray, ref: np.ndarray) -> float:
     """Dice of two boolean masks (1.0 when both are empty)."""
     total = int(pred.sum()) + int(ref.sum())
     return 1.0 if total == 0 else 2.0 * float((pred & ref).sum()) / total
+
+
+def farthest_outside_mm(mask: np.ndarray, head: RealHead) -> float:
+    """How far (mm) the mask's farthest voxel outside the brain outline lies from it; 0 when none is
+    outside. A thin band next to the outline is where a real head has CSF and meninges; scalp and
+    skull lie farther out."""
+    from scipy import ndimage
+
+    outside = mask & ~head.outline
+    if not outside.any():
+        return 0.0
+    spacing = [float(v) for v in np.linalg.norm(head.affine[:3, :3], axis=0)]
+    distance = ndimage.distance_transform_edt(~head.outline, sampling=spacing)
+    return round(float(distance[outside].max()), 2)
 
 
 def evaluate_real(predictor: Any, name: str, head: RealHead) -> dict[str, Any]:
@@ -107,6 +130,7 @@ def evaluate_real(predictor: Any, name: str, head: RealHead) -> dict[str, Any]:
         "seconds": seconds,
         "dice": {t: dice(masks[t], head.target_mask(t)) for t in TARGETS},
         "outside_outline": {t: int((masks[t] & ~head.outline).sum()) for t in TARGETS},
+        "outside_outline_max_mm": {t: farthest_outside_mm(masks[t], head) for t in TARGETS},
         "mask_voxels": {t: int(masks[t].sum()) for t in TARGETS},
         "outline_voxels": int(head.outline.sum()),
     }
@@ -219,9 +243,9 @@ def results_table(payload: dict[str, Any]) -> list[str]:
     head = (
         "| image | grid | "
         + " | ".join(f"Dice {t}" for t in TARGETS)
-        + " | mask voxels outside the brain outline | same grid |"
+        + " | mask voxels outside the brain outline | farthest from it, by target (mm) | same grid |"
     )
-    lines = [head, "|---" * (len(TARGETS) + 4) + "|"]
+    lines = [head, "|---" * (len(TARGETS) + 5) + "|"]
     for r in payload["results"]:
         grid = (
             f"{r['axcodes']} {'x'.join(f'{v:g}' for v in r['voxel_mm'])} mm, {'x'.join(map(str, r['shape']))}"
@@ -229,7 +253,11 @@ def results_table(payload: dict[str, Any]) -> list[str]:
         outside = sum(r["outside_outline"].values())
         total = sum(r["mask_voxels"].values())
         dices = " | ".join(f"{r['dice'][t]:.3f}" for t in TARGETS)
-        lines.append(f"| `{r['case']}` | {grid} | {dices} | {outside} of {total} | {r['same_grid']} |")
+        far = r.get("outside_outline_max_mm")
+        farthest = ", ".join(f"{t} {far[t]:g}" for t in TARGETS) if far else "not recorded"
+        lines.append(
+            f"| `{r['case']}` | {grid} | {dices} | {outside} of {total} | {farthest} | {r['same_grid']} |"
+        )
     return lines
 
 
