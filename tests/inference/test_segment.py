@@ -94,13 +94,15 @@ def test_free_text_is_read_as_the_trained_target_it_names(trained):
     predictor = Predictor.from_checkpoint(trained)
     vol = load_like(make_phantom_case(7, kind="abdomen", modality="CT", shape=(48, 48, 48)))
     canonical = predictor.predict(vol, "CT", "abdomen", ["liver"])
-    typo = predictor.predict(vol, "CT", "abdomen", ["livr"])
+    typo = predictor.predict(vol, "CT", "abdomen", ["lievr"])
     np.testing.assert_array_equal(typo.probabilities, canonical.probabilities)
-    assert typo.prompts["t2"] == {"livr": "liver"}
-    assert typo.prompts["targets"]["livr"]["target"] == "liver"
-    assert typo.prompts["targets"]["livr"]["how"] == "spelling"
-    exact = predictor.predict(vol, "CT", "abdomen", ["livr"], exact_prompts=True)
-    assert exact.prompts["t2"] == {"livr": "livr"} and exact.prompts["targets"]["livr"]["how"] == "as written"
+    assert typo.prompts["t2"] == {"lievr": "liver"}
+    assert typo.prompts["targets"]["lievr"]["target"] == "liver"
+    assert typo.prompts["targets"]["lievr"]["how"] == "spelling"
+    exact = predictor.predict(vol, "CT", "abdomen", ["lievr"], exact_prompts=True)
+    assert (
+        exact.prompts["t2"] == {"lievr": "lievr"} and exact.prompts["targets"]["lievr"]["how"] == "as written"
+    )
 
 
 def test_text_naming_no_trained_target_gets_a_warning_and_an_empty_mask(trained, caplog):

@@ -75,7 +75,7 @@ def test_a_side_is_never_crossed(matcher: TargetMatcher) -> None:
 
 
 def test_meaning_maps_close_texts_and_refuses_far_ones() -> None:
-    m = TargetMatcher(TRAINED, bag_of_words, spelling_threshold=0.99)
+    m = TargetMatcher(TRAINED, bag_of_words, spelling_threshold=0.99, embedding_margin=0.01, glossary=False)
     close, far = m.match(["the fluid around the brain cerebrospinal", "banana bread"])
     assert close.target == "cerebrospinal fluid" and close.how == "meaning"
     assert far.target is None and far.how == "unmatched" and far.nearest in TRAINED
@@ -157,24 +157,31 @@ def _glossary_words(texts: list[str]) -> torch.Tensor:
 
 def test_abbreviations_spell_a_name_in_order_and_prefer_the_organ_to_its_tumour() -> None:
     trained = [*TRAINED, "liver tumour"]
-    on = TargetMatcher(trained, bag_of_words, abbreviations=True)
+    on = TargetMatcher(trained, bag_of_words, embedding_threshold=1.01, abbreviations=True)
     got = {m.text: m for m in on.match(["spln", "liv", "lvr", "wht", "kid"])}
     assert got["spln"].target == "spleen" and got["spln"].how == "abbreviation"
     assert got["liv"].target == "liver" and got["liv"].how == "prefix"  # not the liver tumour
     assert got["lvr"].target == "liver" and got["lvr"].how == "abbreviation"
     assert got["wht"].target == "white matter"
     assert got["kid"].target is None  # left and right kidney alike: no guess
-    off = TargetMatcher(trained, bag_of_words, abbreviations=False)
+    off = TargetMatcher(trained, bag_of_words, embedding_threshold=1.01, abbreviations=False)
     assert [m.target for m in off.match(["spln", "liv"])] == [None, None]
 
 
 def test_descriptions_map_through_the_glossary_and_decoys_keep_untrained_organs_out() -> None:
     text = "the lymphoid organ that removes old red blood cells"  # words of the spleen's glossary entry
-    with_glossary = TargetMatcher(TRAINED, _glossary_words, spelling_threshold=0.99, embedding_threshold=0.3)
+    with_glossary = TargetMatcher(
+        TRAINED, _glossary_words, spelling_threshold=0.99, embedding_threshold=0.3, decoys=True
+    )
     (m,) = with_glossary.match([text])
     assert m.target == "spleen" and m.how == "meaning"
     without = TargetMatcher(
-        TRAINED, _glossary_words, spelling_threshold=0.99, embedding_threshold=0.3, glossary=False
+        TRAINED,
+        _glossary_words,
+        spelling_threshold=0.99,
+        embedding_threshold=0.3,
+        glossary=False,
+        decoys=True,
     )
     assert without.match([text])[0].target != "spleen"
     # nearest to the gallbladder's description, a target this model was not trained on
