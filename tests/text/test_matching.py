@@ -74,6 +74,19 @@ def test_a_side_is_never_crossed(matcher: TargetMatcher) -> None:
         assert m.target != "right kidney"
 
 
+def test_sides_are_read_in_other_languages_too(matcher: TargetMatcher) -> None:
+    """'sinister kidney' was read as the right kidney by the encoder (third test set): a side named
+    in Latin, German, French, Spanish, Italian or Portuguese rules out the other side as well."""
+    assert sides("sinister kidney") == {"left"} and sides("rene destro") == {"right"}
+    assert sides("Niere links") == {"left"} and sides("riñón derecho") == {"right"}
+    assert sides("rim esquerdo") == {"left"} and sides("rein droite") == {"right"}
+    assert not sides("sinus") and not sides("linked") and not sides("direct")
+    for m in matcher.match(["sinister kidney", "kidney, sinistra side"]):
+        assert m.target != "right kidney"
+    for m in matcher.match(["dexter kidney", "kidney on the derecha side"]):
+        assert m.target != "left kidney"
+
+
 def test_meaning_maps_close_texts_and_refuses_far_ones() -> None:
     m = TargetMatcher(TRAINED, bag_of_words, spelling_threshold=0.99, embedding_margin=0.01, glossary=False)
     close, far = m.match(["the fluid around the brain cerebrospinal", "banana bread"])

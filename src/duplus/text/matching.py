@@ -46,7 +46,11 @@ GLOSSARY = True
 DECOYS = False
 ABBREVIATIONS = True
 
-_SIDES = {"left": re.compile(r"\b(left|lt|l)\b"), "right": re.compile(r"\b(right|rt|r)\b")}
+_LEFT = "left|lt|l|sinister|sinistra|sinistro|links|linke|linker|linkes|gauche|izquierdo|izquierda|esquerdo|esquerda"
+_RIGHT = "right|rt|r|dexter|dextra|destro|destra|rechts|rechte|rechter|rechtes|droit|droite|derecho|derecha|direito|direita"
+_SIDES = {"left": re.compile(rf"\b({_LEFT})\b"), "right": re.compile(rf"\b({_RIGHT})\b")}
+"""Words naming a body side, in English, Latin, German, French, Spanish, Italian and Portuguese
+(accents folded): a text naming a side never maps to a target of the other side."""
 
 
 @dataclass(frozen=True)
