@@ -4,9 +4,9 @@ A sentence encoder places "the organ that makes bile" far from "liver": the trai
 name a target, they do not describe it. The free-text mapping (:mod:`duplus.text.matching`)
 therefore compares a text also with these descriptions: where the target lies, what it does,
 what it is made of, and its adjective ("hepatic", "splenic"). Targets the phantom models are not
-trained on have entries too: a description nearest to one of them ("the organ that stores bile":
-gallbladder) names a target the model does not know, and is left unmatched instead of being
-pulled to the nearest trained organ.
+trained on have entries too, for the matcher's ``decoys`` (off by default: not chosen on the
+validation wordings): with them on, a text nearest to one of those targets names a target the
+model does not know, and is left unmatched instead of being pulled to the nearest trained organ.
 
 Written from general anatomy, in English, after the wordings' third test set and by the same
 hand: phrases close to a test wording were left out (so "makes urine", "neuronal cell bodies" and

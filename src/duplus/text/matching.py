@@ -2,7 +2,7 @@
 
 A model segments reliably only the targets it was trained on, prompted as in training. A text
 the synonym table does not resolve ("the fluid around the brain", "livr", "hepatic tissue") is
-mapped to the nearest trained target when it is close enough, by one of two measures:
+mapped to the nearest trained target when it is close enough, by these measures, in order:
 
 * **prefix**: the text (3 letters or more) begins a name of exactly one trained target ("spl"),
   or, with ``abbreviations``, one word of 3-8 letters is spelled in order inside such a name with
@@ -17,7 +17,9 @@ mapped to the nearest trained target when it is close enough, by one of two meas
   :data:`EMBEDDING_THRESHOLD`, with a lead of :data:`EMBEDDING_MARGIN` over the runner-up
   target, and the sides agree (a text saying "left" never maps to a right-sided target). With
   ``decoys``, the known targets the model was *not* trained on (their names and descriptions)
-  compete too: a text nearest to one of them ("bile duct": gallbladder) is unmatched.
+  compete too: a text nearest to one of them (to the gallbladder's names or description, say)
+  is unmatched. Which of the three optional measures are on by default was chosen on the
+  validation wordings (:data:`GLOSSARY`, :data:`DECOYS`, :data:`ABBREVIATIONS`).
 
 Anything else, and any known target the model was not trained on ("gallbladder"), names
 nothing the model knows: it is unmatched, and the predictor leaves its mask empty with a
